@@ -36,6 +36,10 @@ class ResourceExhausted(ServiceError):
     """Over a size limit or the gateway is overloaded; retry later or send less."""
 
 
+class PayloadTooLarge(ResourceExhausted):
+    """The request is over a size limit (documents, characters, bytes): send less, not later."""
+
+
 class Unavailable(ServiceError):
     """A dependency (model backend, Redis) cannot be reached or is not ready."""
 
@@ -55,6 +59,7 @@ STATUS: dict[type[ServiceError], tuple[grpc.StatusCode, int]] = {
     NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 409),
     ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    PayloadTooLarge: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
     DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
 }

@@ -56,6 +56,7 @@ class GatewaySettings(BackendSettings):
     request_timeout_s: float = 30.0
     batch_max_size: int = 64
     batch_max_delay_ms: float = 2.0
+    batch_concurrency: int = 2
     max_queued_documents: int = 4096
     api_keys: CommaList = Field(default_factory=list)
     tls_cert: Path | None = None

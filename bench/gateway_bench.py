@@ -1,0 +1,280 @@
+"""What the gateway costs: in-process model calls vs the same model behind gRPC and HTTP.
+
+One run, one model, at concurrency 1, 8 and 32 with one document per request: the embedded
+backend called directly in this process, the gateway's core still in-process (validation and
+micro-batching without a network), and the gateway (``python -m service serve``, a separate
+process on loopback, settings from the environment) through the gRPC and HTTP client transports.
+Prints the table and writes the ``gateway`` section of docs/benchmarks.md.
+
+    python -m bench.gateway_bench --model-root models --model gru --requests 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.report import write_section
+from service.backends.embedded import EmbeddedBackend
+from service.client.transport import GrpcTransport, HttpTransport
+from service.core import ClassifierService, ClassifyRequest, Document
+from service.settings import BackendSettings, GatewaySettings
+from training.layout import ModelRoot
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "reuters21578"
+TEXTS = 64          # distinct documents cycled through the requests
+START_TIMEOUT_S = 180.0
+TARGET_RATIO = 0.9
+TARGET_P50_EXTRA_MS = 2.0
+BASELINE = "in-process"
+CORE = "in-process core"
+
+
+@dataclass
+class Run:
+    mode: str
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies_ms: np.ndarray
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+
+def load(call: Callable[[str], object], texts: list[str], requests: int, concurrency: int, mode: str) -> Run:
+    """``requests`` calls of one document each, spread over ``concurrency`` threads."""
+    latencies = np.zeros(requests)
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            started = time.perf_counter()
+            try:
+                call(texts[index % len(texts)])
+            except Exception as exc:  # reported below; a failed request invalidates the figures
+                errors.append(exc)
+                return
+            latencies[index] = (time.perf_counter() - started) * 1000
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{mode} at concurrency {concurrency}: {len(errors)} failed requests, "
+                           f"first: {errors[0]!r}")
+    return Run(mode, concurrency, requests, seconds, latencies)
+
+
+def sample_texts(corpus: Path) -> list[str]:
+    """Real newswire bodies from the corpus, so requests have realistic lengths."""
+    from training.corpus import read_corpus
+
+    texts = [doc.text for doc in read_corpus(corpus) if doc.text.strip()]
+    step = max(1, len(texts) // TEXTS)
+    return texts[::step][:TEXTS]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayProcess:
+    """``python -m service serve`` on free loopback ports, with the embedded backend on ``root``."""
+
+    def __init__(self, root: Path):
+        self.grpc_port, self.http_port = free_port(), free_port()
+        env = dict(os.environ, NEWSCLF_MODEL_ROOT=str(root), NEWSCLF_HOST="127.0.0.1",
+                   NEWSCLF_GRPC_PORT=str(self.grpc_port), NEWSCLF_HTTP_PORT=str(self.http_port))
+        env.pop("NEWSCLF_TFSERVING_ADDRESSES", None)
+        self.log = tempfile.NamedTemporaryFile("w", prefix="gateway-bench-", suffix=".log", delete=False)
+        self.process = subprocess.Popen([sys.executable, "-m", "service", "serve", "--no-jobs"], cwd=REPO,
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"gateway not ready within {START_TIMEOUT_S:.0f}s; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def run_all(root: Path, model: str, texts: list[str], requests: int, levels: list[int],
+            rounds: int) -> list[Run]:
+    """Every mode at each concurrency level in turn, ``rounds`` times, keeping each mode's median round.
+
+    Interleaving the modes makes a change in machine load hit all of them alike.
+    """
+    gateway = GatewayProcess(root)  # starts loading while the in-process backend loads
+    backend = EmbeddedBackend(BackendSettings(model_root=root), poll=False)
+    core = ClassifierService(backend, GatewaySettings(model_root=root))
+    http_local = threading.local()
+    grpc_client = None
+    try:
+        backend.refresh()
+        gateway.wait_ready()
+        grpc_client = GrpcTransport(f"127.0.0.1:{gateway.grpc_port}")
+
+        def over_http(text: str) -> object:
+            if not hasattr(http_local, "client"):
+                http_local.client = HttpTransport(f"127.0.0.1:{gateway.http_port}")
+            return http_local.client.classify([{"text": text}], model, top_k=3)
+
+        modes = {
+            BASELINE: lambda t: backend.classify([t], model),
+            CORE: lambda t: core.classify(ClassifyRequest([Document(t)], model, top_k=3)),
+            "gateway gRPC": lambda t: grpc_client.classify([{"text": t}], model, top_k=3),
+            "gateway HTTP": over_http,
+        }
+        for call in modes.values():  # first calls trace, allocate and connect; keep them out
+            for text in texts[:16]:
+                call(text)
+        runs: list[Run] = []
+        for level in levels:
+            tries: dict[str, list[Run]] = {mode: [] for mode in modes}
+            for _ in range(rounds):
+                for mode, call in modes.items():
+                    tries[mode].append(load(call, texts, requests, level, mode))
+            for mode in modes:  # the median round, so one burst of load elsewhere does not decide
+                runs.append(sorted(tries[mode], key=lambda r: r.throughput)[len(tries[mode]) // 2])
+                print(_row(runs[-1], runs), flush=True)
+        return runs
+    finally:
+        if grpc_client is not None:
+            grpc_client.close()
+        gateway.stop()
+        core.close()
+        backend.close()
+
+
+def _same(runs: list[Run], mode: str, level: int) -> Run:
+    return next(r for r in runs if r.mode == mode and r.concurrency == level)
+
+
+def _row(run: Run, runs: list[Run]) -> str:
+    base = _same(runs, BASELINE, run.concurrency).throughput
+    core = next((r.throughput for r in runs if r.mode == CORE and r.concurrency == run.concurrency), None)
+    versus_core = f"{run.throughput / core:.2f}" if core else "–"
+    return (f"| {run.mode} | {run.concurrency} | {run.throughput:.0f} | {run.throughput / base:.2f} "
+            f"| {versus_core} | {run.percentile(50):.2f} | {run.percentile(99):.2f} |")
+
+
+def table(runs: list[Run]) -> str:
+    lines = ["| mode | concurrency | req/s | × in-process | × in-process core | p50 ms | p99 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    return "\n".join(lines + [_row(run, runs) for run in runs])
+
+
+def verdicts(runs: list[Run]) -> list[str]:
+    out = []
+    for run in (r for r in runs if r.mode.startswith("gateway")):
+        base = _same(runs, BASELINE, run.concurrency)
+        ratio = run.throughput / base.throughput
+        out.append(f"- {run.mode}, concurrency {run.concurrency}: throughput {ratio:.2f}× in-process "
+                   f"(target ≥ {TARGET_RATIO}) — {'met' if ratio >= TARGET_RATIO else 'NOT met'}")
+        if run.concurrency == 1:
+            extra = run.percentile(50) - base.percentile(50)
+            verdict = "met" if extra <= TARGET_P50_EXTRA_MS else "NOT met"
+            out.append(f"- {run.mode}, single request: p50 {extra:+.2f} ms vs in-process "
+                       f"(target ≤ +{TARGET_P50_EXTRA_MS} ms) — {verdict}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-root", type=Path, default=BackendSettings().model_root)
+    parser.add_argument("--model", default="gru")
+    parser.add_argument("--requests", type=int, default=600, help="requests per mode and concurrency")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per row; the median round is reported")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+
+    root = ModelRoot(args.model_root)
+    version = root.latest(args.model)
+    if version is None:
+        parser.error(f"no model {args.model!r} under {root.path}; train one first "
+                     f"(python -m training train --variant {args.model} --preset quick)")
+    levels = [int(x) for x in args.concurrency.split(",")]
+    meta = root.read_metadata(args.model, version)
+    texts = sample_texts(args.corpus)
+    print(f"model {args.model} v{version} (preset {meta.preset}), {args.requests} requests per row, "
+          f"{len(texts)} corpus texts, one document per request", flush=True)
+    load_before = os.getloadavg()[0]
+    gateway_settings = GatewaySettings()
+    runs = run_all(root.path, args.model, texts, args.requests, levels, args.rounds)
+    report = "\n".join([
+        "## Gateway overhead",
+        "",
+        f"`python -m bench.gateway_bench --model-root {args.model_root} --model {args.model} "
+        f"--requests {args.requests} --concurrency {args.concurrency} --rounds {args.rounds}`",
+        "",
+        f"Model `{args.model}` v{version} (preset `{meta.preset}`), embedded backend, one document per "
+        f"request, {args.requests} requests per row (median of {args.rounds} interleaved rounds), loopback. "
+        "*in-process* calls the backend directly "
+        "from threads (no batching: each call is one model run); *in-process core* adds the gateway's "
+        "validation and micro-batching without a network; the *gateway* rows go through "
+        "`python -m service serve` (a separate process; batching up to "
+        f"{gateway_settings.batch_max_size} documents or {gateway_settings.batch_max_delay_ms} ms) with the "
+        "client transports of `service.client`, client threads in the benchmark process. Above 1× at "
+        "concurrency 8 and 32 is micro-batching merging concurrent requests into one model run. "
+        f"Load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on a shared machine.",
+        "",
+        table(runs),
+        "",
+        *verdicts(runs),
+    ])
+    print()
+    print(report)
+    if not args.no_write:
+        print(f"\nwrote {write_section('gateway', report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""What batch scoring through Celery costs: the whole corpus through 1 and 2 worker processes
+against the same model called in-process.
+
+One run: the in-process baseline reads the corpus with the job readers and scores it through the
+embedded backend in batches (what a one-off script would do); a private redis-server and two real
+``celery -A worker.celery_app worker`` subprocesses (concurrency 1 and 2, each on its own queue)
+score the same folder as a job, timed from submission to the merged results file. The three modes
+take turns round after round, so a shared machine's changing load hits them alike; the median
+round is reported. Prints the table and writes the ``worker`` section of docs/benchmarks.md.
+
+    python -m bench.worker_bench --model-root models --model gru
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.report import write_section
+from service.backends import create_backend
+from service.backends.base import Backend
+from service.settings import BackendSettings
+from training.layout import ModelRoot
+from worker.jobs import JobManager
+from worker.readers import ReadOptions, Record, read_input, resolve_input
+from worker.settings import JobSettings
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "reuters21578"
+TARGET_RATIO = 0.8
+START_TIMEOUT_S = 300.0
+JOB_TIMEOUT_S = 1800.0
+CONCURRENCY = (1, 2)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def in_process(backend: Backend, model: str, corpus: Path, batch_size: int) -> tuple[float, float, int]:
+    """(seconds to read and score, seconds scoring only, documents) in this process."""
+    started = time.perf_counter()
+    roots = [corpus]
+    texts = [item.text for item in read_input(resolve_input(str(corpus), roots), roots, ReadOptions())
+             if isinstance(item, Record)]
+    scoring = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        backend.classify(texts[start:start + batch_size], model)
+    done = time.perf_counter()
+    return done - started, done - scoring, len(texts)
+
+
+class Workers:
+    """A private redis-server and one celery worker per concurrency level, each on its own queue."""
+
+    def __init__(self, folder: Path, root: Path, corpus: Path, batch_size: int, chunk_size: int):
+        with socket.socket() as sock:  # a free loopback port for our own redis-server
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.procs: list[subprocess.Popen] = []
+        self.managers: dict[int, JobManager] = {}
+        base = {key: value for key, value in os.environ.items() if not key.startswith("NEWSCLF_")}
+        for concurrency in CONCURRENCY:
+            settings = JobSettings(redis_url=f"redis://127.0.0.1:{port}/0", queue=f"bench-{concurrency}",
+                                   allowed_roots=[str(corpus)], results_dir=folder / "results",
+                                   scratch_dir=folder / "scratch", batch_size=batch_size, chunk_size=chunk_size)
+            self.managers[concurrency] = JobManager(settings)
+            env = base | {f"NEWSCLF_{key.upper()}": str(value) for key, value in settings.model_dump().items()
+                          if key != "allowed_roots"}
+            env |= {"NEWSCLF_ALLOWED_ROOTS": str(corpus), "NEWSCLF_MODEL_ROOT": str(root),
+                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+            log = folder / f"worker-{concurrency}.log"
+            if concurrency == CONCURRENCY[0]:
+                wait_until(self._redis_up, 10, "redis-server")
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                 "--concurrency", str(concurrency), "--without-mingle", "--without-gossip",
+                 "--hostname", f"bench{concurrency}@%h"],
+                cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+            wait_until(lambda: log.read_text(errors="replace").count("worker process ready") >= concurrency
+                       or self.procs[-1].poll() is not None, START_TIMEOUT_S, f"the worker (see {log})")
+            if self.procs[-1].poll() is not None:
+                raise SystemExit(f"celery worker exited; see {log}")
+
+    def _redis_up(self) -> bool:
+        try:
+            self.managers[CONCURRENCY[0]].store.ping()
+            return True
+        except Exception:
+            return False
+
+    def job_seconds(self, concurrency: int, corpus: Path, model: str) -> tuple[float, int]:
+        manager = self.managers[concurrency]
+        job = manager.submit({"input": str(corpus), "model": model})
+        wait_until(lambda: manager.get(job.id).finished, JOB_TIMEOUT_S, f"job {job.id}")
+        job = manager.get(job.id)
+        if job.state != "done":
+            raise SystemExit(f"job {job.id} {job.state}: {job.error}")
+        return job.finished_at - job.created_at, job.docs_done
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for manager in self.managers.values():
+            manager.close()
+        self.redis.terminate()
+        self.redis.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-root", type=Path, default=BackendSettings().model_root)
+    parser.add_argument("--model", default="gru")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--batch-size", type=int, default=JobSettings().batch_size)
+    parser.add_argument("--chunk-size", type=int, default=JobSettings().chunk_size)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all modes; the median is reported")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+
+    root = ModelRoot(args.model_root)
+    version = root.latest(args.model)
+    if version is None:
+        parser.error(f"no model {args.model!r} under {root.path}; train one first "
+                     f"(python -m training train --variant {args.model} --preset quick)")
+    meta = root.read_metadata(args.model, version)
+    corpus = args.corpus.resolve()
+    print(f"model {args.model} v{version} (preset {meta.preset}), corpus {corpus}", flush=True)
+
+    backend = create_backend(BackendSettings(model_root=root.path))
+    wait_until(lambda: backend.ready(args.model), START_TIMEOUT_S, f"model {args.model}")
+    backend.classify(["warm up"] * args.batch_size, args.model)
+    baseline: list[tuple[float, float, int]] = []
+    jobs: dict[int, list[tuple[float, int]]] = {c: [] for c in CONCURRENCY}
+    with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
+        workers = Workers(Path(tmp), root.path, corpus, args.batch_size, args.chunk_size)
+        load_before = os.getloadavg()[0]
+        try:
+            for round_no in range(1, args.rounds + 1):
+                baseline.append(in_process(backend, args.model, corpus, args.batch_size))
+                for concurrency in CONCURRENCY:
+                    jobs[concurrency].append(workers.job_seconds(concurrency, corpus, args.model))
+                print(f"round {round_no}: in-process {baseline[-1][0]:.2f}s, "
+                      + ", ".join(f"{c} process(es) {jobs[c][-1][0]:.2f}s" for c in CONCURRENCY), flush=True)
+        finally:
+            workers.close()
+            backend.close()
+    load_after = os.getloadavg()[0]
+
+    total_s = statistics.median(r[0] for r in baseline)
+    model_s = statistics.median(r[1] for r in baseline)
+    docs = baseline[0][2]
+    rows = [("in-process: read + score", docs, total_s)]
+    for concurrency in CONCURRENCY:
+        noun = "process" if concurrency == 1 else "processes"
+        rows.append((f"Celery job, {concurrency} worker {noun}", jobs[concurrency][0][1],
+                     statistics.median(r[0] for r in jobs[concurrency])))
+    rate = {mode: n / s for mode, n, s in rows}
+    base_rate = rate[rows[0][0]]
+    table = ["| mode | documents | seconds | docs/s | × in-process |", "|---|---:|---:|---:|---:|"]
+    table += [f"| {mode} | {n:,} | {s:.2f} | {rate[mode]:,.0f} | {rate[mode] / base_rate:.2f} |"
+              for mode, n, s in rows]
+    one = rate[rows[1][0]] / base_rate
+    verdict = (f"One worker process reaches {one:.2f}× in-process (target ≥ {TARGET_RATIO}×): "
+               + ("met." if one >= TARGET_RATIO else "NOT met."))
+    report = "\n".join([
+        "## Batch scoring through Celery workers",
+        "",
+        f"`python -m bench.worker_bench --model-root {args.model_root} --model {args.model} "
+        f"--batch-size {args.batch_size} --chunk-size {args.chunk_size} --rounds {args.rounds}`",
+        "",
+        f"Model `{args.model}` v{version} (preset `{meta.preset}`, max_length "
+        f"{meta.settings.get('max_length', '?')}), the whole Reuters-21578 folder ({docs:,} documents with "
+        "text; one story is empty). *in-process* reads the folder with the job readers and scores it "
+        f"through the embedded backend in batches of {args.batch_size} in the benchmark's process "
+        f"({model_s:.2f}s of it in the model). The *Celery job* rows submit the folder as a job to a "
+        "private redis-server and a `celery -A worker.celery_app worker --concurrency N` subprocess: "
+        f"reading into chunks of {args.chunk_size} (queued as they are written), one task per chunk, "
+        "parts merged into one JSON Lines file; timed from submission to the job's `done`. The modes "
+        f"take turns for {args.rounds} rounds; each row is the median round. Load average (1 min) "
+        f"{load_before:.1f} before, {load_after:.1f} after, on a shared {os.cpu_count()}-core machine.",
+        "",
+        *table,
+        "",
+        verdict,
+    ])
+    print()
+    print(report)
+    if not args.no_write:
+        print(f"\nwrote {write_section('worker', report)}")
+    return 0 if one >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from service.client import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Prometheus metrics of one gateway, in its own registry.
+
+A registry per gateway (rather than prometheus-client's global one) lets several gateways live
+in one process, as they do in the tests, without clashing metric names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """Requests by model/version/status, latencies, batch sizes and queue depth."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("newsclf_requests", "Classification requests answered, by outcome.",
+                                ["transport", "method", "model", "version", "status"], registry=r)
+        self.documents = Counter("newsclf_documents", "Documents classified.", ["model", "version"], registry=r)
+        self.abstained = Counter("newsclf_abstained_documents", "Documents answered below the abstain threshold.",
+                                 ["model", "version"], registry=r)
+        self.latency = Histogram("newsclf_request_latency_seconds", "Time from request to answer in the gateway core.",
+                                 ["transport", "method", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_latency = Histogram("newsclf_backend_latency_seconds", "Duration of one backend call (one batch).",
+                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_documents = Histogram("newsclf_batch_documents", "Documents per backend call.",
+                                         ["model"], buckets=SIZE_BUCKETS, registry=r)
+        self.batch_requests = Histogram("newsclf_batch_requests", "Requests merged into one backend call.",
+                                        ["model"], buckets=SIZE_BUCKETS, registry=r)
+        self.queue_depth = Gauge("newsclf_queued_documents", "Documents admitted and not yet answered.", registry=r)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format body and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,54 @@
+"""Shared fixtures: the real corpus and a model root of tiny, really trained and exported models.
+
+``corpus_dir``       Path of the Reuters-21578 folder (env NEWSCLF_CORPUS overrides the default
+                     ``../shared/data/reuters21578`` beside the checkout).
+``reuters46``        the reuters46 dataset built from it (read once per session).
+``tiny_model_root``  Path of a model root holding ``rnn/1`` and ``gru/1`` (tiny models trained
+                     for one epoch on a few hundred documents) and ``ensemble/1`` (their average),
+                     real SavedModels with the serving signature, labels, metadata, warmup
+                     requests, and ``models.config``.  Read-only for tests: copy it to modify.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "reuters21578"
+TINY_MODELS = ("rnn", "gru")
+TINY_SETTINGS = dict(vocab_size=2000, max_length=40, embedding_dim=16, units=8, epochs=1,
+                     batch_size=32, train_limit=400, test_limit=200, patience=0)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    path = Path(os.environ.get("NEWSCLF_CORPUS", DEFAULT_CORPUS))
+    if not path.exists():
+        pytest.fail(f"Reuters-21578 corpus not found at {path}; set NEWSCLF_CORPUS")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reuters46(corpus_dir):
+    from training import dataset
+    return dataset.load(corpus_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory, reuters46) -> Path:
+    from training.export import export_ensemble
+    from training.layout import ModelRoot
+    from training.presets import preset
+    from training.train import train_variant
+
+    root = ModelRoot(tmp_path_factory.mktemp("models"))
+    settings = preset("quick", **TINY_SETTINGS)
+    for variant in TINY_MODELS:
+        train_variant(reuters46, variant, settings, root, preset="tiny", seed=7)
+    _, val = reuters46.validation_split(settings.val_fraction, 7)
+    export_ensemble(root, list(TINY_MODELS), labels=reuters46.labels,
+                    validation=(val.texts()[:300], val.y[:300]))
+    return root.path

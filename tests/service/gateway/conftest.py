@@ -1,0 +1,134 @@
+"""Gateway fixtures: the real embedded backend over the tiny models, gateways on 127.0.0.1:0.
+
+Needs the generated gRPC code (``scripts/setup.sh`` runs ``scripts/build_protos.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from service.backends.embedded import EmbeddedBackend
+from service.backends.tfserving import TFServingBackend
+from service.gateway import Gateway
+from service.protos import classifier_pb2 as pb
+from service.protos import classifier_pb2_grpc as pb_grpc
+from service.settings import BackendSettings, GatewaySettings
+from tests.support.prediction_server import PredictionServer
+
+REPO = Path(__file__).resolve().parents[3]
+HOST = "127.0.0.1"
+SLOW_CALL_S = 1.0
+
+
+def wait_ready(backend, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not backend.ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError("backend did not become ready")
+        time.sleep(0.05)
+
+
+def start_embedded(root: Path, poll_s: float = 0.5) -> EmbeddedBackend:
+    backend = EmbeddedBackend(BackendSettings(model_root=root, model_poll_interval_s=poll_s))
+    wait_ready(backend)
+    return backend
+
+
+@pytest.fixture(scope="session")
+def embedded_backend(tiny_model_root):
+    """One embedded backend over the tiny models for the whole session (loading costs seconds)."""
+    backend = start_embedded(tiny_model_root)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def slow_server(tiny_model_root):
+    """A PredictionService double that sleeps ``latency_s`` (``SLOW_CALL_S`` unless a test changes it)."""
+    server = PredictionServer(tiny_model_root, latency_s=SLOW_CALL_S).start()
+    yield server
+    server.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+def slow_backend(slow_server, tiny_model_root):
+    """The TF Serving backend over ``slow_server``: requests stay in flight long enough to
+    overload, time out, batch or shut down around them."""
+    backend = TFServingBackend(BackendSettings(tfserving_addresses=[slow_server.address], model_root=tiny_model_root,
+                                               tfserving_timeout_s=10.0))
+    wait_ready(backend)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def start_gateway(embedded_backend):
+    """Factory: ``start_gateway(backend=None, **settings)`` -> a started Gateway on free ports."""
+    gateways: list[Gateway] = []
+
+    def start(backend=None, **overrides) -> Gateway:
+        values = dict(model_poll_interval_s=0.2, shutdown_grace_s=5.0, grpc_workers=16)
+        values.update(overrides)
+        settings = GatewaySettings(**values)
+        gateway = Gateway(backend or embedded_backend, settings, host=HOST, grpc_port=0, http_port=0)
+        gateways.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in gateways:
+        gateway.stop(grace_s=1.0)
+
+
+@pytest.fixture
+def gateway(start_gateway) -> Gateway:
+    return start_gateway()
+
+
+class Clients:
+    """A gRPC stub and an HTTP client for one gateway."""
+
+    def __init__(self, gateway: Gateway, api_key: str | None = None):
+        self.gateway = gateway
+        self.channel = grpc.insecure_channel(f"{HOST}:{gateway.grpc_port}")
+        self.stub = pb_grpc.ClassifierStub(self.channel)
+        self.metadata = (("x-api-key", api_key),) if api_key else ()
+        self.http = httpx.Client(base_url=f"http://{HOST}:{gateway.http_port}", timeout=30.0,
+                                 headers={"X-API-Key": api_key} if api_key else {})
+
+    def classify_grpc(self, texts, model="gru", timeout=30.0, **fields) -> pb.ClassifyResponse:
+        request = pb.ClassifyRequest(model=model, documents=[pb.Document(text=t, id=f"d{i}") for i, t in enumerate(texts)],
+                                     **fields)
+        return self.stub.Classify(request, timeout=timeout, metadata=self.metadata)
+
+    def classify_http(self, texts, model="gru", **fields) -> httpx.Response:
+        body = {"model": model, "documents": [{"text": t, "id": f"d{i}"} for i, t in enumerate(texts)], **fields}
+        return self.http.post("/v1/classify", json=body)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.http.close()
+
+
+@pytest.fixture
+def clients(gateway):
+    c = Clients(gateway)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def make_clients():
+    made: list[Clients] = []
+
+    def make(gateway: Gateway, api_key: str | None = None) -> Clients:
+        made.append(Clients(gateway, api_key))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()

@@ -1,0 +1,46 @@
+"""The generated gRPC code is reproducible and matches protos/; a missing build says what to run."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import sys
+
+from tests.service.gateway.conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import build_protos  # noqa: E402
+
+
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and "__pycache__" not in p.parts}
+
+
+def test_generated_code_is_up_to_date(tmp_path):
+    fresh = build_protos.generate(tmp_path / "a")
+    again = build_protos.generate(tmp_path / "b")
+    assert _tree(fresh) == _tree(again), "generation is not reproducible"
+    checked_in = REPO / "service" / "gen"
+    stale = {str(p) for p in set(_tree(fresh)) ^ set(_tree(checked_in))}
+    stale |= {str(p) for p in _tree(fresh) if not filecmp.cmp(fresh / p, checked_in / p, shallow=False)}
+    assert not stale, f"service/gen is out of date with protos/ ({sorted(stale)}): run scripts/build_protos.py"
+    assert {p.relative_to(REPO / "protos") for p in (REPO / "protos").rglob("*.proto")} <= {
+        p.relative_to(fresh).with_name(p.name.replace("_pb2.py", ".proto")) for p in fresh.rglob("*_pb2.py")}
+
+
+def test_generated_modules_import_inside_the_package(tmp_path):
+    text = (build_protos.generate(tmp_path) / "newsclf" / "v1" / "classifier_pb2_grpc.py").read_text()
+    assert "from service.gen.newsclf.v1 import classifier_pb2" in text
+
+
+def test_missing_generated_code_names_the_script(tmp_path):
+    """With service/gen absent, importing the API modules fails with the command to run."""
+    copy = tmp_path / "repo"
+    (copy / "service").mkdir(parents=True)
+    for name in ("__init__.py", "protos.py", "errors.py"):
+        (copy / "service" / name).write_bytes((REPO / "service" / name).read_bytes())
+    result = subprocess.run([sys.executable, "-c", "import service.protos"], cwd=copy, capture_output=True,
+                            text=True, timeout=60, env={"PYTHONPATH": str(copy), "PATH": ""})
+    assert result.returncode != 0
+    assert "run `python scripts/build_protos.py`" in result.stderr

@@ -1,0 +1,95 @@
+"""Tiny real trainings of each variant, the encoder, reproducibility and CPU-only kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.evaluate import ServingModel
+from training.layout import VARIANTS, ModelRoot
+from training.models import TextEncoder, build_classifier
+from training.presets import PRESETS, preset
+from training.train import train_variant
+
+TINY = dict(vocab_size=1500, max_length=32, embedding_dim=12, units=6, epochs=1, batch_size=32,
+            train_limit=300, test_limit=120, patience=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_and_exports(tmp_path, reuters46, variant):
+    root = ModelRoot(tmp_path)
+    result = train_variant(reuters46, variant, preset("quick", **TINY), root, preset="tiny", seed=5)
+    meta = result.metadata
+    assert (meta.model, meta.version, meta.variant) == (variant, 1, variant)
+    assert meta.settings["units"] == 6 and meta.settings["seed"] == 5
+    assert set(result.history) >= {"loss", "val_loss", "accuracy", "val_accuracy"}
+    assert meta.metrics["test_n"] == 120 and 0 <= meta.metrics["test_accuracy"] <= 1
+    assert meta.metrics["epochs_run"] == 1 and meta.metrics["seconds_per_epoch"] > 0
+    probs = ServingModel(root.version_dir(variant, 1)).predict(["Wheat exports to the Soviet Union rose"])
+    assert probs.shape == (1, 46) and abs(probs.sum() - 1) < 1e-4
+    ops = _graph_ops(root.version_dir(variant, 1))
+    assert "While" in ops and not any("Cudnn" in op for op in ops)  # generic kernels: CPU and GPU
+
+
+def _graph_ops(path) -> set[str]:
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    ops = set()
+    for graph in saved.meta_graphs:
+        ops |= {node.op for node in graph.graph_def.node}
+        for function in graph.graph_def.library.function:
+            ops |= {node.op for node in function.node_def}
+    return ops
+
+
+@pytest.mark.slow
+def test_training_learns_beyond_the_majority_topic(tmp_path, reuters46):
+    settings = preset("quick", vocab_size=4000, max_length=64, embedding_dim=32, units=24, epochs=4,
+                      train_limit=2000, test_limit=400, patience=2)
+    meta = train_variant(reuters46, "gru", settings, ModelRoot(tmp_path), seed=2).metadata
+    majority = np.mean(reuters46.test.head(400).y == np.bincount(reuters46.train.y).argmax())
+    assert meta.metrics["test_accuracy"] > majority + 0.1
+
+
+def test_same_seed_gives_the_same_model(tmp_path, reuters46):
+    settings = preset("quick", **TINY)
+    texts = reuters46.test.texts()[:20]
+    runs = []
+    for i in range(2):
+        root = ModelRoot(tmp_path / str(i))
+        train_variant(reuters46, "rnn", settings, root, seed=11)
+        runs.append(ServingModel(root.version_dir("rnn", 1)).predict(texts))
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("padding,truncating,expected", [
+    ("post", "post", [[2, 3, 4, 5], [3, 0, 0, 0]]),
+    ("pre", "pre", [[3, 4, 5, 6], [0, 0, 0, 3]]),
+    ("pre", "post", [[2, 3, 4, 5], [0, 0, 0, 3]]),
+])
+def test_encoder_pads_and_truncates(padding, truncating, expected):
+    encoder = TextEncoder(preset("default", max_length=4, padding=padding, truncating=truncating))
+    encoder.vectorizer.set_vocabulary(["a", "b", "c", "d", "e"])  # ids 2..6; 1 is out-of-vocabulary
+    got = encoder.encode(["A, b c d e!", "b"])
+    assert got.tolist() == expected
+
+
+def test_encoder_handles_empty_and_unknown_text():
+    encoder = TextEncoder(preset("default", max_length=3))
+    encoder.vectorizer.set_vocabulary(["oil"])
+    assert encoder.encode(["", "zinc OIL"]).tolist() == [[0, 0, 0], [1, 2, 0]]
+
+
+def test_seed_preset_matches_the_reference_notebook():
+    seed = PRESETS["seed"]
+    assert (seed["vocab_size"], seed["embedding_dim"], seed["units"], seed["epochs"],
+            seed["batch_size"], seed["max_length"], seed["text"]) == (10000, 100, 32, 5, 128, 500, "body")
+    model = build_classifier("rnn", preset("seed"), 46)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["InputLayer", "Embedding", "SimpleRNN", "Dense"]
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown variant 'cnn'"):
+        build_classifier("cnn", preset("quick"), 46)

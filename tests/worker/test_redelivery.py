@@ -1,0 +1,84 @@
+"""No lost and no doubled documents when worker processes die with SIGKILL mid-job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.worker.helpers import CeleryWorker, settings_of, wait_finished, wait_for, worker_env
+from training.corpus import read_corpus
+from worker.jobs import JobManager
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+VISIBILITY_S = 6
+
+
+def scored_ids(job) -> Counter:
+    counts: Counter = Counter()
+    for path in (job.results_path, job.errors_path):
+        with open(path, encoding="utf-8") as handle:
+            counts.update(json.loads(line)["id"] for line in handle)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def corpus_ids(corpus_dir) -> set[str]:
+    return {str(doc.newid) for doc in read_corpus(corpus_dir)}
+
+
+def test_killed_pool_process_chunk_is_redelivered_exactly_once(manager, celery_worker, corpus_dir,
+                                                               corpus_ids):
+    job = manager.submit({"input": str(corpus_dir), "chunk_size": 2000})
+    wait_for(lambda: manager.get(job.id).chunks_done >= 1, 60, "the first chunk")
+    [child] = celery_worker.pool_pids()
+    os.kill(child, signal.SIGKILL)
+    job = wait_finished(manager, job.id, timeout=120)
+    assert job.state == "done", job.error
+    log = celery_worker.text()
+    # WorkerLostError is raised only for a task that was running in the killed process.
+    assert "WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)" in log, log[-2000:]
+    counts = scored_ids(job)
+    assert set(counts) == corpus_ids and set(counts.values()) == {1}
+    assert job.chunks_done == job.chunks_total == 11 and job.docs_done == job.docs_total
+    wait_for(lambda: len(celery_worker.pool_pids()) == 1 and celery_worker.pool_pids() != [child],
+             30, "a replacement pool process")
+
+
+def test_killed_worker_chunk_returns_after_visibility_timeout(redis_url, tiny_model_root, job_root,
+                                                               corpus_dir, corpus_ids):
+    """The whole worker dies (no reject possible): the broker hands its unacked chunk to the
+    next worker once the visibility timeout passes."""
+    env = worker_env(redis_url + "/3", tiny_model_root, job_root, corpus_dir.resolve(),
+                     visibility_timeout_s=VISIBILITY_S, chunk_time_limit_s=VISIBILITY_S - 1)
+    manager = JobManager(settings_of(env))
+    first = CeleryWorker(env, job_root / "worker-first.log", name="first")
+    second = None
+    try:
+        first.wait_ready()
+        job = manager.submit({"input": str(corpus_dir), "chunk_size": 2000})
+        wait_for(lambda: manager.get(job.id).chunks_done >= 1, 60, "the first chunk")
+        first.kill()
+        killed_at = time.monotonic()
+        in_flight = manager.store.redis.hlen("unacked")
+        assert in_flight == 1, "a chunk should have been in flight when the worker died"
+        assert manager.get(job.id).state == "running"
+        second = CeleryWorker(env, job_root / "worker-second.log", name="second")
+        second.wait_ready()
+        job = wait_finished(manager, job.id, timeout=120)
+        assert job.state == "done", job.error
+        assert time.monotonic() - killed_at >= VISIBILITY_S
+        assert manager.store.redis.hlen("unacked") == 0
+        counts = scored_ids(job)
+        assert set(counts) == corpus_ids and set(counts.values()) == {1}
+        assert job.chunks_done == job.chunks_total == 11
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        manager.close()

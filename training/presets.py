@@ -1,0 +1,61 @@
+"""Training settings and the named presets.
+
+``seed`` reproduces the reference notebook (Embedding(10000, 100), 32 units, 5 epochs, batch
+128, body text pre-padded to 500 tokens, last hidden state) so its SimpleRNN figure can be
+compared; ``default`` holds the best settings found (see docs/benchmarks.md); ``quick`` trains
+all four variants in a couple of minutes for a first look.  Every field can be overridden.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainSettings(BaseModel):
+    """Everything that shapes one training run; stored in each export's metadata."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    text: Literal["title_body", "body"] = Field("title_body", description="model input text")
+    vocab_size: int = Field(20000, ge=3, description="vocabulary size incl. padding and OOV")
+    max_length: int = Field(200, ge=1, description="tokens kept per document")
+    truncating: Literal["pre", "post"] = Field("post", description="which end long texts lose")
+    padding: Literal["pre", "post"] = Field("post", description="which end short texts are padded")
+    mask: bool = Field(True, description="mask padding in the recurrent layer")
+    embedding_dim: int = Field(128, ge=1)
+    embedding_dropout: float = Field(0.2, ge=0, lt=1, description="spatial dropout on embeddings")
+    units: int = Field(64, ge=1, description="recurrent units (per direction for bilstm)")
+    pooling: Literal["last", "max", "mean", "meanmax"] = Field(
+        "max", description="how recurrent outputs become one vector")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the softmax")
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    class_weight: Literal["none", "sqrt", "balanced"] = "none"
+    patience: int = Field(3, ge=0, description="epochs without val-loss improvement before stopping")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of training data held out")
+    calibrate: bool = Field(True, description="fit a temperature on validation and bake it in")
+    target_precision: float = Field(0.97, gt=0, le=1, description="abstain threshold's precision")
+    train_limit: int | None = Field(None, ge=1, description="use only the first N training docs")
+    test_limit: int | None = Field(None, ge=1, description="evaluate only the first N test docs")
+
+
+PRESETS: dict[str, dict] = {
+    "seed": dict(text="body", vocab_size=10000, max_length=500, truncating="pre", padding="pre",
+                 mask=False, embedding_dim=100, embedding_dropout=0.0, units=32, pooling="last",
+                 dropout=0.0, epochs=5, batch_size=128, learning_rate=1e-3,
+                 lr_schedule="constant", patience=5, calibrate=False),
+    "default": dict(),
+    "quick": dict(vocab_size=10000, max_length=100, embedding_dim=64, units=48, epochs=3,
+                  batch_size=64, learning_rate=5e-3, patience=1),
+}
+
+
+def preset(name: str, **overrides) -> TrainSettings:
+    """The named preset with ``overrides`` (unknown names or invalid values raise ValueError)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return TrainSettings(**{**PRESETS[name], **overrides})

@@ -1,0 +1,126 @@
+"""Training one variant end to end: reuters46 -> fitted classifier -> exported version.
+
+Public API
+----------
+``train_variant(data, variant, settings, root, ...) -> TrainResult``
+    Carves validation out of the training split, builds the vocabulary on the rest, trains with
+    early stopping on validation loss (best weights restored), fits a temperature on
+    validation, and exports through :func:`training.export.export_model`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from training.dataset import Reuters46
+from training.export import export_model
+from training.layout import DEFAULT_SERVING_BASE, ExportMetadata, ModelRoot
+from training.models import TextEncoder, build_classifier
+from training.presets import TrainSettings
+
+
+@dataclass
+class TrainResult:
+    metadata: ExportMetadata
+    history: dict[str, list[float]]
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean(self.epoch_seconds)) if self.epoch_seconds else 0.0
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def class_weights(y: np.ndarray, n_labels: int, mode: str) -> dict[int, float] | None:
+    """Per-class loss weights: none, inverse frequency (balanced) or its square root."""
+    if mode == "none":
+        return None
+    counts = np.bincount(y, minlength=n_labels).astype(float)
+    weights = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    weights /= np.average(weights[y])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate = settings.learning_rate
+    if settings.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            settings.learning_rate, decay_steps=max(1, steps_per_epoch * settings.epochs), alpha=0.05)
+    return keras.optimizers.Adam(learning_rate=rate, clipnorm=1.0)
+
+
+def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: ModelRoot, *,
+                  name: str | None = None, preset: str = "custom", seed: int = 1,
+                  log_dir: Path | None = None, verbose: int = 0,
+                  serving_base: str = DEFAULT_SERVING_BASE) -> TrainResult:
+    """Train ``variant`` on ``data`` with ``settings`` and export it into ``root``.
+
+    ``name`` is the model name in the root (the variant by default); ``log_dir`` receives
+    TensorBoard logs under ``<log_dir>/<name>``; ``verbose`` is Keras' progress level.
+    The same ``seed`` gives the same split, initial weights and batch order.
+    """
+    name = name or variant
+    keras.utils.set_random_seed(seed)
+    fit, val = data.validation_split(settings.val_fraction, seed)
+    fit = fit.head(settings.train_limit)
+    test = data.test.head(settings.test_limit)
+    fit_texts, val_texts = fit.texts(settings.text), val.texts(settings.text)
+
+    encoder = TextEncoder(settings)
+    encoder.adapt(fit_texts)
+    x_fit, x_val = encoder.encode(fit_texts), encoder.encode(val_texts)
+    n_labels = len(data.labels)
+    classifier = build_classifier(variant, settings, n_labels, encoder.vocabulary_size())
+    steps = int(np.ceil(len(x_fit) / settings.batch_size))
+    classifier.compile(optimizer=_optimizer(settings, steps),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    timer = _EpochTimer()
+    callbacks: list[keras.callbacks.Callback] = [
+        timer,
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
+                                      restore_best_weights=True),
+    ]
+    if log_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(Path(log_dir) / name), write_graph=False))
+    fitted = classifier.fit(
+        x_fit, fit.y, validation_data=(x_val, val.y), epochs=settings.epochs,
+        batch_size=settings.batch_size, shuffle=True, verbose=verbose, callbacks=callbacks,
+        class_weight=class_weights(fit.y, n_labels, settings.class_weight))
+    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+
+    val_probs = classifier.predict(x_val, batch_size=256, verbose=0)
+    temperature = fit_temperature(val_probs, val.y) if settings.calibrate else 1.0
+    extra = {
+        "epochs_run": float(len(timer.seconds)),
+        "seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else 0.0,
+        "train_seconds": float(np.sum(timer.seconds)),
+        "val_ece_uncalibrated": expected_calibration_error(val_probs, val.y),
+        "val_ece_calibrated": expected_calibration_error(apply_temperature(val_probs, temperature), val.y),
+    }
+    metadata = export_model(
+        root, name, encoder, classifier, variant=variant, preset=preset,
+        settings={**settings.model_dump(), "seed": seed}, labels=data.labels,
+        validation=(val_texts, val.y), test=(test.texts(settings.text), test.y),
+        temperature=temperature, history=history, extra_metrics=extra, serving_base=serving_base)
+    return TrainResult(metadata, history, timer.seconds)
