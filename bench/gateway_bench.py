@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.common import REPO, add_model_arguments, latest_version
 from bench.report import write_section
 from service.backends.embedded import EmbeddedBackend
 from service.client.transport import GrpcTransport, HttpTransport
 from service.core import ClassifierService, ClassifyRequest, Document
 from service.settings import BackendSettings, GatewaySettings
+from tests.support.processes import free_port, stop_process
 from training.layout import ModelRoot
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "reuters21578"
 TEXTS = 64          # distinct documents cycled through the requests
 START_TIMEOUT_S = 180.0
 TARGET_RATIO = 0.9
@@ -102,12 +101,6 @@ def sample_texts(corpus: Path) -> list[str]:
     return texts[::step][:TEXTS]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class GatewayProcess:
     """``python -m service serve`` on free loopback ports, with the embedded backend on ``root``."""
 
@@ -134,12 +127,7 @@ class GatewayProcess:
         raise RuntimeError(f"gateway not ready within {START_TIMEOUT_S:.0f}s; see {self.log.name}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=30)
         self.log.close()
 
 
@@ -226,20 +214,14 @@ def verdicts(runs: list[Run]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-root", type=Path, default=BackendSettings().model_root)
-    parser.add_argument("--model", default="gru")
+    add_model_arguments(parser)
     parser.add_argument("--requests", type=int, default=600, help="requests per mode and concurrency")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per row; the median round is reported")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
 
     root = ModelRoot(args.model_root)
-    version = root.latest(args.model)
-    if version is None:
-        parser.error(f"no model {args.model!r} under {root.path}; train one first "
-                     f"(python -m training train --variant {args.model} --preset quick)")
+    version = latest_version(parser, root, args.model)
     levels = [int(x) for x in args.concurrency.split(",")]
     meta = root.read_metadata(args.model, version)
     texts = sample_texts(args.corpus)

@@ -15,38 +15,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.common import add_model_arguments, latest_version
 from bench.report import write_section
 from service.backends import create_backend
 from service.backends.base import Backend
 from service.settings import BackendSettings
+from tests.support.processes import CeleryWorker, RedisServer, service_env, wait_for
 from training.layout import ModelRoot
 from worker.jobs import JobManager
 from worker.readers import ReadOptions, Record, read_input, resolve_input
 from worker.settings import JobSettings
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "reuters21578"
 TARGET_RATIO = 0.8
 START_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 1800.0
 CONCURRENCY = (1, 2)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def in_process(backend: Backend, model: str, corpus: Path, batch_size: int) -> tuple[float, float, int]:
@@ -66,90 +55,56 @@ class Workers:
     """A private redis-server and one celery worker per concurrency level, each on its own queue."""
 
     def __init__(self, folder: Path, root: Path, corpus: Path, batch_size: int, chunk_size: int):
-        with socket.socket() as sock:  # a free loopback port for our own redis-server
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self.procs: list[subprocess.Popen] = []
+        self.redis = RedisServer(folder)
+        self.workers: list[CeleryWorker] = []
         self.managers: dict[int, JobManager] = {}
-        base = {key: value for key, value in os.environ.items() if not key.startswith("NEWSCLF_")}
-        for concurrency in CONCURRENCY:
-            settings = JobSettings(redis_url=f"redis://127.0.0.1:{port}/0", queue=f"bench-{concurrency}",
-                                   allowed_roots=[str(corpus)], results_dir=folder / "results",
-                                   scratch_dir=folder / "scratch", batch_size=batch_size, chunk_size=chunk_size)
-            self.managers[concurrency] = JobManager(settings)
-            env = base | {f"NEWSCLF_{key.upper()}": str(value) for key, value in settings.model_dump().items()
-                          if key != "allowed_roots"}
-            env |= {"NEWSCLF_ALLOWED_ROOTS": str(corpus), "NEWSCLF_MODEL_ROOT": str(root),
-                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-            log = folder / f"worker-{concurrency}.log"
-            if concurrency == CONCURRENCY[0]:
-                wait_until(self._redis_up, 10, "redis-server")
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                 "--concurrency", str(concurrency), "--without-mingle", "--without-gossip",
-                 "--hostname", f"bench{concurrency}@%h"],
-                cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
-            wait_until(lambda: log.read_text(errors="replace").count("worker process ready") >= concurrency
-                       or self.procs[-1].poll() is not None, START_TIMEOUT_S, f"the worker (see {log})")
-            if self.procs[-1].poll() is not None:
-                raise SystemExit(f"celery worker exited; see {log}")
-
-    def _redis_up(self) -> bool:
         try:
-            self.managers[CONCURRENCY[0]].store.ping()
-            return True
-        except Exception:
-            return False
+            for concurrency in CONCURRENCY:
+                settings = JobSettings(redis_url=f"{self.redis.url}/0", queue=f"bench-{concurrency}",
+                                       allowed_roots=[str(corpus)], results_dir=folder / "results",
+                                       scratch_dir=folder / "scratch", batch_size=batch_size, chunk_size=chunk_size)
+                self.managers[concurrency] = JobManager(settings)
+                env = service_env(**(settings.model_dump() | {"allowed_roots": corpus, "model_root": root}))
+                self.workers.append(CeleryWorker(env, folder / f"worker-{concurrency}.log", concurrency,
+                                                 name=f"bench{concurrency}"))
+                self.workers[-1].wait_ready(START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
 
     def job_seconds(self, concurrency: int, corpus: Path, model: str) -> tuple[float, int]:
         manager = self.managers[concurrency]
         job = manager.submit({"input": str(corpus), "model": model})
-        wait_until(lambda: manager.get(job.id).finished, JOB_TIMEOUT_S, f"job {job.id}")
+        wait_for(lambda: manager.get(job.id).finished, JOB_TIMEOUT_S, f"job {job.id}", step=0.05)
         job = manager.get(job.id)
         if job.state != "done":
             raise SystemExit(f"job {job.id} {job.state}: {job.error}")
         return job.finished_at - job.created_at, job.docs_done
 
     def close(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        for worker in self.workers:
+            worker.stop(timeout=30)
         for manager in self.managers.values():
             manager.close()
-        self.redis.terminate()
-        self.redis.wait(timeout=10)
+        self.redis.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-root", type=Path, default=BackendSettings().model_root)
-    parser.add_argument("--model", default="gru")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=JobSettings().batch_size)
     parser.add_argument("--chunk-size", type=int, default=JobSettings().chunk_size)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all modes; the median is reported")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
 
     root = ModelRoot(args.model_root)
-    version = root.latest(args.model)
-    if version is None:
-        parser.error(f"no model {args.model!r} under {root.path}; train one first "
-                     f"(python -m training train --variant {args.model} --preset quick)")
+    version = latest_version(parser, root, args.model)
     meta = root.read_metadata(args.model, version)
     corpus = args.corpus.resolve()
     print(f"model {args.model} v{version} (preset {meta.preset}), corpus {corpus}", flush=True)
 
     backend = create_backend(BackendSettings(model_root=root.path))
-    wait_until(lambda: backend.ready(args.model), START_TIMEOUT_S, f"model {args.model}")
+    wait_for(lambda: backend.ready(args.model), START_TIMEOUT_S, f"model {args.model}", step=0.05)
     backend.classify(["warm up"] * args.batch_size, args.model)
     baseline: list[tuple[float, float, int]] = []
     jobs: dict[int, list[tuple[float, int]]] = {c: [] for c in CONCURRENCY}
@@ -181,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     table = ["| mode | documents | seconds | docs/s | × in-process |", "|---|---:|---:|---:|---:|"]
     table += [f"| {mode} | {n:,} | {s:.2f} | {rate[mode]:,.0f} | {rate[mode] / base_rate:.2f} |"
               for mode, n, s in rows]
+    spread = "; ".join([f"in-process {', '.join(f'{r[0]:.2f}' for r in baseline)}"]
+                       + [f"{c} process{'es' if c > 1 else ''} {', '.join(f'{r[0]:.2f}' for r in jobs[c])}"
+                          for c in CONCURRENCY])
     one = rate[rows[1][0]] / base_rate
     verdict = (f"One worker process reaches {one:.2f}× in-process (target ≥ {TARGET_RATIO}×): "
                + ("met." if one >= TARGET_RATIO else "NOT met."))
@@ -202,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{load_before:.1f} before, {load_after:.1f} after, on a shared {os.cpu_count()}-core machine.",
         "",
         *table,
+        "",
+        f"Seconds of every round, in order (the spread is the shared machine's): {spread}.",
         "",
         verdict,
     ])

@@ -3,21 +3,75 @@
 Settings come from the environment once (``NEWSCLF_*``, see ``service.settings``). SIGTERM or
 SIGINT stops it cleanly: health turns NOT_SERVING, new calls are refused, calls in flight finish
 within ``NEWSCLF_SHUTDOWN_GRACE_S``, then the backend is closed.
+
+A startup it cannot make is one line on stderr, no traceback: exit status 2 when the settings are
+wrong (a bad value, half a TLS setup, an unreadable certificate, key or model root), 1 when the
+settings are fine but the machine is not (a port already in use).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import ssl
 import sys
 import threading
+
+from pydantic import ValidationError
 
 from service.settings import GatewaySettings
 
 log = logging.getLogger("service")
 
+CONFIG_ERROR, RUNTIME_ERROR = 2, 1
+
 JOB_MODULES = {"worker", "worker.jobs", "worker.settings", "service.grpc_api.jobs", "service.http_api.jobs"}
+
+
+class StartupError(Exception):
+    """The gateway cannot start; ``message`` says why in one line, ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def settings_error(exc: ValidationError) -> StartupError:
+    """One line naming every bad setting by its environment variable."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        names = [f"NEWSCLF_{str(part).upper()}" for part in error["loc"][:1]]
+        problems.append(": ".join([*names, message]))
+    return StartupError(f"invalid settings: {'; '.join(problems)}", CONFIG_ERROR)
+
+
+def check_readable(settings: GatewaySettings) -> None:
+    """Fail now, not on the first request or handshake, when a configured file cannot be used."""
+    root = settings.model_root
+    if not root.is_dir():
+        reason = "does not exist" if not root.exists() else "is not a folder"
+        raise StartupError(f"model root {root} (NEWSCLF_MODEL_ROOT) {reason}", CONFIG_ERROR)
+    try:
+        os.listdir(root)
+    except OSError as exc:
+        raise StartupError(f"cannot read model root {root} (NEWSCLF_MODEL_ROOT): {exc.strerror}",
+                           CONFIG_ERROR) from None
+    if settings.tls_cert is None or settings.tls_key is None:  # the settings allow both or neither
+        return
+    for variable, path in (("NEWSCLF_TLS_CERT", settings.tls_cert), ("NEWSCLF_TLS_KEY", settings.tls_key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read {path} ({variable}): {exc.strerror}", CONFIG_ERROR) from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as exc:
+        raise StartupError(f"{settings.tls_cert} (NEWSCLF_TLS_CERT) and {settings.tls_key} (NEWSCLF_TLS_KEY) "
+                           f"are not a PEM certificate and its key: {exc.reason or exc}", CONFIG_ERROR) from None
 
 
 def job_manager_or_none(enabled: bool):
@@ -34,23 +88,34 @@ def job_manager_or_none(enabled: bool):
             raise
         log.info("job API not installed (%s); serving classification only", exc.name)
         return None
-    return JobManager(JobSettings())
+    try:
+        return JobManager(JobSettings())
+    except ValidationError as exc:
+        raise settings_error(exc) from None
 
 
 def serve(args: argparse.Namespace) -> int:
     from service.backends import create_backend
     from service.gateway import Gateway
 
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+    check_readable(settings)
+    job_manager = job_manager_or_none(not args.no_jobs)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())
     backend = create_backend(settings)
-    job_manager = job_manager_or_none(not args.no_jobs)
     try:
         gateway = Gateway(backend, settings, job_manager)
-    except Exception:
+    except Exception as exc:
         backend.close()
+        if job_manager is not None:
+            job_manager.close()
+        if isinstance(exc, OSError):  # a port in use, or a host address this machine does not have
+            raise StartupError(exc.strerror or str(exc), RUNTIME_ERROR) from None
         raise
     log.info("gateway up: gRPC %s:%d, HTTP %s:%d, %s backend", settings.host, gateway.grpc_port,
              settings.host, gateway.http_port, settings.backend_kind)
@@ -72,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.set_defaults(func=serve)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except StartupError as exc:
+        print(f"{parser.prog} {args.command}: error: {exc.message}", file=sys.stderr)
+        return exc.status
 
 
 if __name__ == "__main__":

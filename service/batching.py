@@ -25,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from service.backends.base import Backend, BackendResult
-from service.errors import DeadlineExceeded, ResourceExhausted, ServiceError, Unavailable
+from service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,8 @@ class MicroBatcher:
                         continue
                     if lane.running >= self.concurrency:
                         continue  # a finishing call notifies
-                    # An idle lane calls at once (no added latency at low load); a busy one
-                    # waits up to max_delay for company, since its next call must wait anyway.
+                    # Items of an idle lane go at once (they queued while its last call ran);
+                    # a busy lane holds them up to max_delay so later requests can join.
                     due = lane.items[0].enqueued + (self.max_delay_s if lane.running else 0.0)
                     if lane.documents >= self.max_size or now >= due or self._closing:
                         batch = self._take(lane, now)
@@ -180,7 +180,17 @@ class MicroBatcher:
         return batch
 
     def _run(self, lane: _Lane, batch: list[_Item]) -> None:
-        model, version, version_label = lane.key
+        try:
+            self._score(lane.key, batch)
+        finally:
+            with self._cond:
+                lane.running -= 1
+                self._admit(-sum(len(item.texts) for item in batch))
+                self._cond.notify_all()
+
+    def _score(self, key: LaneKey, batch: list[_Item]) -> None:
+        """One backend call for ``batch``; every item's future gets its rows or the error."""
+        model, version, version_label = key
         texts = [text for item in batch for text in item.texts]
         deadline = max(item.deadline for item in batch)
         started = time.monotonic()
@@ -190,6 +200,11 @@ class MicroBatcher:
             if result.probabilities.shape[0] != len(texts):
                 raise RuntimeError(f"backend returned {result.probabilities.shape[0]} rows for {len(texts)} texts")
         except ServiceError as exc:
+            if isinstance(exc, InvalidArgument) and len(batch) > 1:
+                # One request's input may have failed the merged call: score each alone, so only it fails.
+                for item in batch:
+                    self._score(key, [item])
+                return
             for item in batch:
                 item.future.set_exception(_copy(exc))
         except Exception as exc:
@@ -205,8 +220,3 @@ class MicroBatcher:
             self.metrics.backend_latency.labels(model).observe(time.monotonic() - started)
             self.metrics.batch_documents.labels(model).observe(len(texts))
             self.metrics.batch_requests.labels(model).observe(len(batch))
-        finally:
-            with self._cond:
-                lane.running -= 1
-                self._admit(-len(texts))
-                self._cond.notify_all()

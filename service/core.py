@@ -163,6 +163,11 @@ class ClassifierService:
                 raise InvalidArgument(f"documents[{i}].text is empty or whitespace only")
             if len(doc.text) > s.max_chars:
                 raise PayloadTooLarge(f"documents[{i}].text has {len(doc.text)} characters; the limit is {s.max_chars}")
+            try:
+                doc.text.encode("utf-8")  # JSON's "\ud800" escapes give strings no model input can hold
+            except UnicodeEncodeError as exc:
+                raise InvalidArgument(f"documents[{i}].text is not valid Unicode: a lone surrogate at "
+                                      f"character {exc.start}") from None
         return top_k
 
     @staticmethod

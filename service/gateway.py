@@ -23,12 +23,14 @@ class Gateway:
                  host: str | None = None, grpc_port: int | None = None, http_port: int | None = None):
         self.settings = settings
         self.core = ClassifierService(backend, settings, Metrics())
-        self.grpc = build_grpc_server(self.core, settings, job_manager, host=host, port=grpc_port)
+        self.grpc = None
         try:
+            self.grpc = build_grpc_server(self.core, settings, job_manager, host=host, port=grpc_port)
             self.http = HttpServer(create_app(self.core, settings, job_manager), settings,
                                    host=host, port=http_port).start()
         except Exception:
-            self.grpc.stop(0)
+            if self.grpc is not None:
+                self.grpc.stop(0)
             self.core.close()
             raise
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -64,3 +64,10 @@ class GatewaySettings(BackendSettings):
     shutdown_grace_s: float = 10.0
 
     _split_keys = field_validator("api_keys", mode="before")(split_commas)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "GatewaySettings":
+        # Half a TLS setup would silently serve plaintext on one transport or fail on first use.
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both NEWSCLF_TLS_CERT and NEWSCLF_TLS_KEY, or neither")
+        return self

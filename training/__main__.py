@@ -150,7 +150,7 @@ def cmd_train(args) -> int:
     if args.name and len(variants) > 1:
         raise UsageError("--name needs a single --variant")
     from training.presets import preset
-    settings = preset(args.preset, **_overrides(args))
+    settings = {variant: preset(args.preset, variant, **_overrides(args)) for variant in variants}
     root = ModelRoot(args.model_root)
     root.ensure_writable()
     data = _load(args.corpus)
@@ -159,7 +159,7 @@ def cmd_train(args) -> int:
     for variant in variants:
         started = time.perf_counter()
         print(f"[{variant}] training with preset {args.preset}", flush=True)
-        result = train_variant(data, variant, settings, root, name=args.name, preset=args.preset,
+        result = train_variant(data, variant, settings[variant], root, name=args.name, preset=args.preset,
                                seed=args.seed, log_dir=args.log_dir, verbose=verbose,
                                serving_base=args.serving_base_path)
         m = result.metadata
@@ -169,12 +169,13 @@ def cmd_train(args) -> int:
               f"{time.perf_counter() - started:.0f} s total", flush=True)
     if len(variants) == len(VARIANTS) and not args.no_ensemble:
         from training.export import export_ensemble
-        _, val = data.validation_split(settings.val_fraction, args.seed)
-        test = data.test.head(settings.test_limit)
+        shared = preset(args.preset, **_overrides(args))
+        _, val = data.validation_split(shared.val_fraction, args.seed)
+        test = data.test.head(shared.test_limit)
         m = export_ensemble(root, variants, labels=data.labels,
-                            validation=(val.texts(settings.text), val.y),
-                            test=(test.texts(settings.text), test.y),
-                            target_precision=settings.target_precision,
+                            validation=(val.texts(shared.text), val.y),
+                            test=(test.texts(shared.text), test.y),
+                            target_precision=shared.target_precision,
                             serving_base=args.serving_base_path)
         print(f"[{ENSEMBLE}] exported {m.model}/{m.version}: test accuracy "
               f"{m.metrics['test_accuracy']:.4f}, macro-F1 {m.metrics['test_macro_f1']:.4f}", flush=True)

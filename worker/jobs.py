@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 import redis
@@ -40,7 +39,7 @@ class JobRequest(BaseModel):
     """What a submitter asks for; everything but ``input`` has a default."""
 
     input: str = Field(min_length=1)
-    format: Literal["auto", "sgm", "jsonl", "csv", "txt"] = "auto"
+    format: str = "auto"
     id_field: str = Field(default="id", min_length=1, max_length=256)
     text_field: str = Field(default="text", min_length=1, max_length=256)
     model: str | None = None
@@ -59,6 +58,13 @@ class JobRequest(BaseModel):
             except LayoutError as exc:
                 raise ValueError(str(exc)) from exc
         return value or None
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in ("auto", *FORMATS):
+            raise ValueError(f"unknown format {value!r}: use auto, {', '.join(FORMATS)}")
+        return value
 
     @field_validator("version_label")
     @classmethod
@@ -375,5 +381,3 @@ def _validation_message(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "request"
     return f"{where}: {first['msg']}"
 
-
-__all__ = ["FORMATS", "Job", "JobManager", "JobPaths", "JobRequest", "JobStore", "STATES"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.errors import InvalidArgument
 from training.layout import ExportMetadata
 
 
@@ -47,6 +48,14 @@ class BackendResult:
     labels: list[str]
     probabilities: np.ndarray
     metadata: ExportMetadata
+
+
+def check_call(texts: Sequence[str], version: int | None, version_label: str | None) -> None:
+    """The arguments every backend refuses before it calls a model (``InvalidArgument``)."""
+    if version is not None and version_label is not None:
+        raise InvalidArgument("give a version or a version label, not both")
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise InvalidArgument("texts must be a list of strings")
 
 
 class Backend(abc.ABC):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.backends.base import Backend, BackendResult, ModelInfo, ModelVersion
-from service.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from service.backends.base import Backend, BackendResult, ModelInfo, ModelVersion, check_call
+from service.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted, ServiceError, Unavailable
 from service.settings import BackendSettings
 from training.layout import EXTRA_DIR, WARMUP_FILE, ModelRoot
 
@@ -50,6 +50,37 @@ def read_warmup_requests(path: Path) -> list:
     return requests
 
 
+_TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "File ")
+
+
+def _reason(exc) -> str:
+    """The line of a TensorFlow error that says what went wrong, without the graph's node noise."""
+    for line in exc.message.splitlines():
+        text = line.strip()
+        if text and not line[0].isspace() and not text.startswith(_TF_NOISE):
+            return text
+    return type(exc).__name__
+
+
+def _domain_error(exc, info: ModelVersion) -> ServiceError:
+    """A TensorFlow error raised while running a model, as the domain error a client can act on.
+
+    Like TF Serving's status codes in the TF Serving backend: the input's fault is
+    ``InvalidArgument``, running out of memory is ``ResourceExhausted``, any other failure of
+    the runtime is ``Unavailable`` (the model could not answer now).
+    """
+    import tensorflow as tf
+
+    where = f"model {info.name!r} v{info.version}"
+    if isinstance(exc, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError)):
+        return InvalidArgument(f"{where} cannot score this input: {_reason(exc)}")
+    if isinstance(exc, tf.errors.ResourceExhaustedError):
+        return ResourceExhausted(f"{where} ran out of resources: {_reason(exc)}")
+    if isinstance(exc, tf.errors.DeadlineExceededError):
+        return DeadlineExceeded(f"{where} ran out of time: {_reason(exc)}")
+    return Unavailable(f"{where} failed ({type(exc).__name__}): {_reason(exc)}")
+
+
 class _Servable:
     """One loaded version; counts calls in flight so it is released only after the last one."""
 
@@ -70,7 +101,10 @@ class _Servable:
     def run(self, texts: Sequence[str]) -> np.ndarray:
         meta = self.info.metadata
         tensor = self._tf.constant(list(texts), dtype=self._tf.string)
-        probabilities = self._fn(**{meta.input_key: tensor})[meta.output_key].numpy()
+        try:
+            probabilities = self._fn(**{meta.input_key: tensor})[meta.output_key].numpy()
+        except self._tf.errors.OpError as exc:
+            raise _domain_error(exc, self.info) from None
         if probabilities.shape != (len(texts), len(meta.labels)):
             raise Unavailable(f"model {self.info.name!r} v{self.info.version} answered shape "
                               f"{probabilities.shape}, expected ({len(texts)}, {len(meta.labels)})")
@@ -229,16 +263,13 @@ class EmbeddedBackend(Backend):
         with self._lock:
             servable.in_flight -= 1
             idle = servable.retired and servable.in_flight == 0
-        if idle:
-            self._unload(servable)
+        if idle:  # freeing a SavedModel takes a fraction of a second: not on this request's time
+            threading.Thread(target=self._unload, args=(servable,), name="model-unload", daemon=True).start()
 
     def classify(self, texts: Sequence[str], model: str, version: int | None = None,
                  version_label: str | None = None, timeout: float | None = None) -> BackendResult:
         started = time.monotonic()
-        if version is not None and version_label is not None:
-            raise InvalidArgument("give a version or a version label, not both")
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InvalidArgument("texts must be a list of strings")
+        check_call(texts, version, version_label)
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded("deadline passed before the model was called")
         servable = self._acquire(model, version, version_label, timeout)

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from service.backends.base import Backend, BackendResult, ModelInfo, ModelVersion
+from service.backends.base import Backend, BackendResult, ModelInfo, ModelVersion, check_call
 from service.backends.tfs_protos import (
     array_of,
     get_model_status_pb2,
@@ -140,10 +140,7 @@ class TFServingBackend(Backend):
 
     def classify(self, texts: Sequence[str], model: str, version: int | None = None,
                  version_label: str | None = None, timeout: float | None = None) -> BackendResult:
-        if version is not None and version_label is not None:
-            raise InvalidArgument("give a version or a version label, not both")
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InvalidArgument("texts must be a list of strings")
+        check_call(texts, version, version_label)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = SIGNATURE_NAME

@@ -181,8 +181,7 @@ def add_commands(subparsers) -> None:
         "submit", parents=[common, output, polling], help="queue a batch-scoring job over a server-side path",
         description="INPUT is an absolute path (file, folder or glob) on the server, under its allowed roots.")
     submit.add_argument("input", metavar="INPUT")
-    submit.add_argument("--format", choices=("auto", "sgm", "jsonl", "csv", "txt"), default=None,
-                        help="input format (default: by file extension)")
+    submit.add_argument("--format", help="sgm, jsonl, csv or txt (default: by file extension)")
     submit.add_argument("--id-field", help="JSON Lines field / CSV column of the document id (default: id)")
     submit.add_argument("--text-field", help="JSON Lines field / CSV column of the text (default: text)")
     submit.add_argument("--model", help="model name (default: the server's)")
@@ -210,7 +209,7 @@ def add_commands(subparsers) -> None:
     cancel.set_defaults(func=run_cancel)
 
     jobs = subparsers.add_parser("jobs", parents=[common], help="list the newest jobs")
-    jobs.add_argument("--state", choices=("queued", "running", "done", "failed", "cancelled"))
+    jobs.add_argument("--state", help="only jobs in this state (queued, running, done, failed, cancelled)")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--json", action="store_true", help="print the raw JSON jobs")
     jobs.set_defaults(func=run_list)

@@ -41,10 +41,8 @@ class GrpcServer:
 
 
 def server_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
-    if settings.tls_cert is None and settings.tls_key is None:
+    if settings.tls_cert is None or settings.tls_key is None:  # the settings allow both or neither
         return None
-    if settings.tls_cert is None or settings.tls_key is None:
-        raise ValueError("TLS needs both NEWSCLF_TLS_CERT and NEWSCLF_TLS_KEY")
     return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
 
 
@@ -71,7 +69,11 @@ def build_grpc_server(core: ClassifierService, settings: GatewaySettings, job_ma
 
     address = f"{host if host is not None else settings.host}:{settings.grpc_port if port is None else port}"
     credentials = server_credentials(settings)
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:  # grpc says only "failed to bind"; in use or not an address of this host
+        servicer.close()
+        raise OSError(f"gRPC cannot listen on {address}: address in use or not available") from None
     reporter.start()
     server.start()
     log.info("gRPC listening on %s (port %d, tls=%s)", address, bound, credentials is not None)

@@ -24,7 +24,12 @@ class HttpServer:
         self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
                                     socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind((host, settings.http_port if port is None else port))
+        address = (host, settings.http_port if port is None else port)
+        try:
+            self.socket.bind(address)
+        except OSError as exc:
+            self.socket.close()
+            raise OSError(exc.errno, f"HTTP cannot listen on {host}:{address[1]}: {exc.strerror}") from None
         self.port = self.socket.getsockname()[1]
         self.tls = settings.tls_cert is not None and settings.tls_key is not None
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

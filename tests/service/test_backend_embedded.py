@@ -13,13 +13,12 @@ import pytest
 
 from service.backends import create_backend
 from service.backends.embedded import EmbeddedBackend, read_warmup_requests
-from service.errors import DeadlineExceeded, InvalidArgument, NotFound
+from service.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from service.settings import BackendSettings
-from tests.support.model_roots import SAMPLE_TEXTS, publish_copy, saved_model_probabilities
-from tests.support.traffic import Traffic, wait_until
+from tests.support.model_roots import SAMPLE_TEXTS, publish_copy, publish_numeric_model, saved_model_probabilities
+from tests.support.processes import REPO, wait_for
+from tests.support.traffic import Traffic
 from training.layout import EXTRA_DIR, WARMUP_FILE, ModelRoot
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +123,22 @@ def test_version_with_broken_warmup_records_is_not_served(writable_model_root):
         backend.close()
 
 
+def test_tensorflow_errors_while_scoring_are_domain_errors(writable_model_root):
+    assert publish_numeric_model(writable_model_root) == 1
+    backend = EmbeddedBackend(BackendSettings(model_root=writable_model_root.path), poll=False)
+    try:
+        backend.refresh()
+        assert backend.classify(["3", "5"], "numeric").probabilities.shape == (2, 46)
+        with pytest.raises(InvalidArgument, match=r"'numeric' v1 cannot score .*could not correctly convert string: "
+                                                  r"three$"):
+            backend.classify(["3", "three"], "numeric")
+        with pytest.raises(ResourceExhausted, match=r"'numeric' v1 ran out of resources: OOM when allocating"):
+            backend.classify([str(2 ** 60)], "numeric")
+        assert backend.classify(["7"], "numeric").version == 1  # the model still serves afterwards
+    finally:
+        backend.close()
+
+
 def test_empty_root_is_not_ready_until_a_model_appears(tmp_path, tiny_model_root):
     root = ModelRoot(tmp_path / "models")
     backend = EmbeddedBackend(BackendSettings(model_root=root.path, model_poll_interval_s=0.1))
@@ -133,7 +148,7 @@ def test_empty_root_is_not_ready_until_a_model_appears(tmp_path, tiny_model_root
         staging = root.staging_dir("gru")
         shutil.copytree(Path(tiny_model_root) / "gru" / "1", staging, dirs_exist_ok=True)
         root.publish(staging, "gru")
-        wait_until(backend.ready)
+        wait_for(backend.ready)
         assert backend.classify(SAMPLE_TEXTS[:1], "gru").version == 1
     finally:
         backend.close()
@@ -146,19 +161,23 @@ def test_new_version_swapped_in_under_traffic_without_failures(writable_model_ro
         assert backend.classify(SAMPLE_TEXTS, "rnn").version == 1
         old = backend._served["rnn"][1]
         with Traffic(lambda: backend.classify(SAMPLE_TEXTS, "rnn", timeout=30).version, threads=4) as traffic:
-            wait_until(lambda: len(traffic.answers) >= 20)
+            wait_for(lambda: len(traffic.answers) >= 20)
             assert publish_copy(root, "rnn", 1) == 2
-            wait_until(lambda: traffic.answers[-1] == 2)
+            wait_for(lambda: traffic.answers[-1] == 2)
             seen = len(traffic.answers)
-            wait_until(lambda: len(traffic.answers) >= seen + 20)
+            wait_for(lambda: len(traffic.answers) >= seen + 20)
         assert not traffic.failures, traffic.failures[:3]
         assert traffic.answers[0] == 1 and traffic.answers[-1] == 2
         assert [v.version for v in next(i for i in backend.models() if i.name == "rnn").versions] == [2]
         with pytest.raises(NotFound):
             backend.classify(SAMPLE_TEXTS[:1], "rnn", version=1)
         assert old.retired and old.in_flight == 0
-        gc.collect()
-        assert old.loaded_ref() is None, "the replaced version is still in memory"
+
+        def released() -> bool:
+            gc.collect()
+            return old.loaded_ref() is None
+
+        wait_for(released, 10, "the replaced version to leave memory", step=0.1)
     finally:
         backend.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,24 +20,17 @@ from service.errors import DeadlineExceeded, InvalidArgument, NotFound, Resource
 from service.settings import BackendSettings
 from tests.support.model_roots import SAMPLE_TEXTS, publish_copy, saved_model_probabilities
 from tests.support.prediction_server import replay_warmup
-from tests.support.traffic import Traffic, wait_until
+from tests.support.processes import REPO, free_port, wait_for
+from tests.support.traffic import Traffic
 from training.layout import EXTRA_DIR, OUTPUT_KEY, WARMUP_FILE, ModelRoot
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def tfserving(root, *addresses: str, **settings) -> TFServingBackend:
     backend = create_backend(BackendSettings(model_root=root, tfserving_addresses=list(addresses), **settings))
     assert isinstance(backend, TFServingBackend)
     return backend
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -79,7 +71,7 @@ def test_readiness_and_models_from_get_model_status(client, tiny_model_root):
 
 
 def test_not_ready_and_unavailable_after_bounded_retries_when_server_down(tiny_model_root):
-    backend = tfserving(tiny_model_root, f"127.0.0.1:{closed_port()}", tfserving_retries=2,
+    backend = tfserving(tiny_model_root, f"127.0.0.1:{free_port()}", tfserving_retries=2,
                         tfserving_backoff_s=0.1)
     try:
         assert not backend.ready()
@@ -102,7 +94,7 @@ def test_recovers_when_a_stopped_server_comes_back(start_prediction_server, tiny
         with pytest.raises(Unavailable):
             backend.classify(["text"], "rnn", timeout=30)
         start_prediction_server(tiny_model_root, port=port)
-        wait_until(lambda: backend.ready("rnn"), timeout=10)
+        wait_for(lambda: backend.ready("rnn"), timeout=10)
         assert backend.classify(["text"], "rnn", timeout=30).version == 1
     finally:
         backend.close()
@@ -152,10 +144,10 @@ def test_version_label_and_swap_under_traffic(writable_model_root, start_predict
     backend = tfserving(root.path, server.address)
     try:
         with Traffic(lambda: backend.classify(SAMPLE_TEXTS, "rnn", timeout=30).version) as traffic:
-            wait_until(lambda: len(traffic.answers) >= 10)
+            wait_for(lambda: len(traffic.answers) >= 10)
             root.set_version_label("rnn", "stable", 1)
             assert publish_copy(root, "rnn", 1) == 2
-            wait_until(lambda: traffic.answers[-1] == 2)
+            wait_for(lambda: traffic.answers[-1] == 2)
         assert not traffic.failures, traffic.failures[:3]
         assert traffic.answers[0] == 1 and traffic.answers[-1] == 2
         assert backend.classify(["text"], "rnn", version_label="stable").version == 1
@@ -194,23 +186,24 @@ def test_server_rejects_malformed_requests_like_tf_serving(prediction_server):
 
 
 def test_server_runs_as_a_module(tiny_model_root):
-    port = closed_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.prediction_server", "--model-root", str(tiny_model_root),
-         "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    backend = tfserving(tiny_model_root, f"127.0.0.1:{port}")
+         "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    backend = None
     try:
-        ready = threading.Timer(120, process.kill)
-        ready.start()
+        give_up = threading.Timer(120, process.kill)
+        give_up.start()
         line = process.stdout.readline()
-        ready.cancel()
+        give_up.cancel()
         assert "listening on 127.0.0.1:" in line, line
-        assert backend.ready("rnn")
+        backend = tfserving(tiny_model_root, line.split()[-1])
+        wait_for(lambda: backend.ready("rnn"), timeout=30)
         assert backend.classify(SAMPLE_TEXTS[:2], "rnn", timeout=30).probabilities.shape[0] == 2
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from training.layout import ModelRoot
+from training.layout import EXTRA_DIR, INPUT_KEY, LABELS_FILE, METADATA_FILE, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
 
 
 def publish_copy(root: ModelRoot, model: str, version: int) -> int:
@@ -12,6 +12,30 @@ def publish_copy(root: ModelRoot, model: str, version: int) -> int:
     staging = root.staging_dir(model)
     shutil.copytree(root.version_dir(model, version), staging, dirs_exist_ok=True)
     return root.publish(staging, model)
+
+
+def publish_numeric_model(root: ModelRoot) -> int:
+    """``numeric`` v1: a real SavedModel with the serving signature whose graph reads each text as
+    a size and allocates that many floats, so TensorFlow itself fails on a text that is not a
+    number (InvalidArgumentError) and on a size no machine can allocate (ResourceExhaustedError)."""
+    import tensorflow as tf
+
+    n_labels = len(root.read_labels("rnn", 1))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
+    def serve(text):
+        sizes = tf.strings.to_number(text, tf.int64)
+        scratch = tf.fill(tf.reshape(tf.reduce_max(sizes), [1]), 1.0)
+        uniform = tf.fill(tf.stack([tf.size(text), n_labels]), 1.0 / n_labels)
+        return {OUTPUT_KEY: uniform + 0.0 * tf.reduce_sum(scratch)}
+
+    staging = root.staging_dir("numeric")
+    tf.saved_model.save(tf.Module(), str(staging), signatures={SIGNATURE_NAME: serve})
+    (staging / EXTRA_DIR).mkdir()
+    shutil.copy(root.version_dir("rnn", 1) / EXTRA_DIR / LABELS_FILE, staging / EXTRA_DIR / LABELS_FILE)
+    metadata = root.read_metadata("rnn", 1).model_copy(update={"model": "numeric"})
+    (staging / EXTRA_DIR / METADATA_FILE).write_text(metadata.model_dump_json(), encoding="utf-8")
+    return root.publish(staging, "numeric")
 
 
 SAMPLE_TEXTS = [

@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(step)
 
 
 class Traffic:

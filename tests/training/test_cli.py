@@ -13,6 +13,8 @@ import pytest
 
 from training.layout import EXTRA_DIR, ModelRoot
 
+pytestmark = pytest.mark.integration  # every test here runs the CLI as a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 

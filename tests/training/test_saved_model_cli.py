@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.integration  # runs TensorFlow's CLI as a subprocess
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -18,7 +20,6 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.integration
 def test_show_all_lists_the_serving_signature(tiny_model_root):
     shown = _cli("show", "--dir", str(tiny_model_root / "gru" / "1"), "--all")
     signature = shown.split("signature_def['serving_default']:")[1].split("Method name is")[0]
@@ -27,7 +28,6 @@ def test_show_all_lists_the_serving_signature(tiny_model_root):
                      signature)
 
 
-@pytest.mark.integration
 def test_run_prints_probabilities_for_text(tiny_model_root):
     out = _cli("run", "--dir", str(tiny_model_root / "ensemble" / "1"), "--tag_set", "serve",
                "--signature_def", "serving_default",

@@ -93,3 +93,10 @@ def test_seed_preset_matches_the_reference_notebook():
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown variant 'cnn'"):
         build_classifier("cnn", preset("quick"), 46)
+
+
+def test_variant_tuning_applies_under_command_line_overrides():
+    assert preset("default", "lstm").learning_rate == 4e-3
+    assert preset("default", "gru").learning_rate == preset("default").learning_rate
+    assert preset("default", "lstm", learning_rate=1e-3).learning_rate == 1e-3
+    assert preset("quick", "lstm").learning_rate == PRESETS["quick"]["learning_rate"]

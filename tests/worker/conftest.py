@@ -11,13 +11,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.worker.helpers import REPO, CeleryWorker, free_port, settings_of, worker_env
+from tests.support.processes import REPO, CeleryWorker, RedisServer
+from tests.worker.helpers import settings_of, worker_env
 from worker.jobs import JobManager
 
 if not (REPO / "service" / "gen" / "newsclf" / "v1" / "jobs_pb2.py").exists():
@@ -28,26 +27,8 @@ if not (REPO / "service" / "gen" / "newsclf" / "v1" / "jobs_pb2.py").exists():
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A redis-server of our own on a free loopback port, without persistence."""
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)],
-        stdout=(folder / "redis.log").open("w"), stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"redis-server did not start: {(folder / 'redis.log').read_text()}")
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,13 @@ from service.backends.embedded import EmbeddedBackend
 from service.client import main as cli
 from service.gateway import Gateway
 from service.settings import BackendSettings, GatewaySettings
-from tests.worker.helpers import free_port, wait_for
+from tests.support.processes import HOST, free_port, wait_for
 from tests.worker.inputs import NEWS, write_jsonl
 from worker.jobs import JobManager
 from worker.settings import JobSettings
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from service.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from tests.worker.helpers import free_port, wait_finished, wait_for
+from tests.support.processes import free_port, wait_for
+from tests.worker.helpers import wait_finished
 from tests.worker.inputs import (NEWS, add_to_tar, add_to_zip, bad_jsonl, news_files, write_csv,
                                  write_jsonl, write_txt_folder)
 from training.corpus import read_corpus
-from worker.jobs import JobManager, JobRequest
+from worker.jobs import JobManager, JobPaths, JobRequest
 from worker.settings import JobSettings
 
 pytestmark = pytest.mark.integration
@@ -172,6 +173,8 @@ def test_cancel_stops_the_remaining_chunks(manager, corpus_dir):
     assert after.state == "cancelled"
     assert after.chunks_done < total and after.docs_done < after.docs_total
     assert not Path(after.results_path or "/nonexistent").exists()
+    paths = JobPaths.of(manager.settings, job.id)
+    assert not paths.scratch.exists() and not (paths.results / "parts").exists(), "cancelled work is discarded"
     with pytest.raises(FailedPrecondition, match="already cancelled"):
         manager.cancel(job.id)
 

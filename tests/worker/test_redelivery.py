@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from tests.worker.helpers import CeleryWorker, settings_of, wait_finished, wait_for, worker_env
+from tests.support.processes import CeleryWorker, wait_for
+from tests.worker.helpers import settings_of, wait_finished, worker_env
 from training.corpus import read_corpus
 from worker.jobs import JobManager
 
@@ -32,22 +33,34 @@ def corpus_ids(corpus_dir) -> set[str]:
     return {str(doc.newid) for doc in read_corpus(corpus_dir)}
 
 
-def test_killed_pool_process_chunk_is_redelivered_exactly_once(manager, celery_worker, corpus_dir,
-                                                               corpus_ids):
-    job = manager.submit({"input": str(corpus_dir), "chunk_size": 2000})
-    wait_for(lambda: manager.get(job.id).chunks_done >= 1, 60, "the first chunk")
-    [child] = celery_worker.pool_pids()
-    os.kill(child, signal.SIGKILL)
-    job = wait_finished(manager, job.id, timeout=120)
-    assert job.state == "done", job.error
-    log = celery_worker.text()
-    # WorkerLostError is raised only for a task that was running in the killed process.
-    assert "WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)" in log, log[-2000:]
-    counts = scored_ids(job)
-    assert set(counts) == corpus_ids and set(counts.values()) == {1}
-    assert job.chunks_done == job.chunks_total == 11 and job.docs_done == job.docs_total
-    wait_for(lambda: len(celery_worker.pool_pids()) == 1 and celery_worker.pool_pids() != [child],
-             30, "a replacement pool process")
+def test_killed_pool_process_chunk_is_redelivered_exactly_once(redis_url, tiny_model_root, job_root,
+                                                               corpus_dir, corpus_ids):
+    """The pool process dies while scoring a chunk: the chunk is rejected and redelivered.
+
+    Small model batches make each chunk take about a second, so the kill lands inside a chunk
+    rather than in the milliseconds between two."""
+    env = worker_env(redis_url + "/4", tiny_model_root, job_root, corpus_dir.resolve(), batch_size=4)
+    manager = JobManager(settings_of(env))
+    worker = CeleryWorker(env, job_root / "worker-pool-kill.log", name="poolkill")
+    try:
+        worker.wait_ready()
+        job = manager.submit({"input": str(corpus_dir), "chunk_size": 2000})
+        wait_for(lambda: manager.get(job.id).chunks_done >= 1, 90, "the first chunk")
+        [child] = worker.pool_pids()
+        os.kill(child, signal.SIGKILL)
+        job = wait_finished(manager, job.id, timeout=180)
+        assert job.state == "done", job.error
+        log = worker.text()
+        # WorkerLostError is raised only for a task that was running in the killed process.
+        assert "WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL)" in log, log[-2000:]
+        counts = scored_ids(job)
+        assert set(counts) == corpus_ids and set(counts.values()) == {1}
+        assert job.chunks_done == job.chunks_total == 11 and job.docs_done == job.docs_total
+        wait_for(lambda: len(worker.pool_pids()) == 1 and worker.pool_pids() != [child],
+                 30, "a replacement pool process")
+    finally:
+        worker.stop()
+        manager.close()
 
 
 def test_killed_worker_chunk_returns_after_visibility_timeout(redis_url, tiny_model_root, job_root,
@@ -73,7 +86,8 @@ def test_killed_worker_chunk_returns_after_visibility_timeout(redis_url, tiny_mo
         job = wait_finished(manager, job.id, timeout=120)
         assert job.state == "done", job.error
         assert time.monotonic() - killed_at >= VISIBILITY_S
-        assert manager.store.redis.hlen("unacked") == 0
+        # finalize marks the job done just before its own message is acknowledged
+        wait_for(lambda: manager.store.redis.hlen("unacked") == 0, 30, "every message acknowledged")
         counts = scored_ids(job)
         assert set(counts) == corpus_ids and set(counts.values()) == {1}
         assert job.chunks_done == job.chunks_total == 11

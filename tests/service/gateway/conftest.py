@@ -5,7 +5,8 @@ Needs the generated gRPC code (``scripts/setup.sh`` runs ``scripts/build_protos.
 
 from __future__ import annotations
 
-import time
+import shutil
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -19,23 +20,14 @@ from service.protos import classifier_pb2 as pb
 from service.protos import classifier_pb2_grpc as pb_grpc
 from service.settings import BackendSettings, GatewaySettings
 from tests.support.prediction_server import PredictionServer
+from tests.support.processes import HOST, wait_for
 
-REPO = Path(__file__).resolve().parents[3]
-HOST = "127.0.0.1"
 SLOW_CALL_S = 1.0
-
-
-def wait_ready(backend, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not backend.ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError("backend did not become ready")
-        time.sleep(0.05)
 
 
 def start_embedded(root: Path, poll_s: float = 0.5) -> EmbeddedBackend:
     backend = EmbeddedBackend(BackendSettings(model_root=root, model_poll_interval_s=poll_s))
-    wait_ready(backend)
+    wait_for(backend.ready, 120, "the backend's models", step=0.05)
     return backend
 
 
@@ -61,7 +53,7 @@ def slow_backend(slow_server, tiny_model_root):
     overload, time out, batch or shut down around them."""
     backend = TFServingBackend(BackendSettings(tfserving_addresses=[slow_server.address], model_root=tiny_model_root,
                                                tfserving_timeout_s=10.0))
-    wait_ready(backend)
+    wait_for(backend.ready, 120, "the backend's models", step=0.05)
     yield backend
     backend.close()
 
@@ -87,6 +79,19 @@ def start_gateway(embedded_backend):
 @pytest.fixture
 def gateway(start_gateway) -> Gateway:
     return start_gateway()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 class Clients:

@@ -11,7 +11,7 @@ import pytest
 
 from service.backends.base import Backend, BackendResult, ModelInfo
 from service.batching import MicroBatcher
-from service.errors import DeadlineExceeded, NotFound, ResourceExhausted, Unavailable
+from service.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from training.layout import ExportMetadata
 
 LABELS = ["a", "b", "c"]
@@ -81,6 +81,38 @@ def test_errors_reach_every_request_of_the_batch():
     with pytest.raises(NotFound):
         run_concurrently(batcher, [["a"], ["b"]], model="nosuch")
     batcher.close()
+
+
+class PickyBackend(LengthBackend):
+    """Refuses every call holding a text "bad", as a model fails a whole call on one input it cannot read."""
+
+    def classify(self, texts, model, version=None, version_label=None, timeout=None):
+        if "bad" in texts:
+            with self.lock:
+                self.calls.append(list(texts))
+            raise InvalidArgument("cannot read 'bad'")
+        return super().classify(texts, model, version, version_label, timeout)
+
+
+def test_a_bad_input_fails_only_its_own_request_of_a_merged_batch():
+    backend = PickyBackend(delay_s=0.1)
+    batcher = MicroBatcher(backend, max_size=64, max_delay_s=0.2, concurrency=1)
+    groups = [["good one"], ["bad"], ["good two", "good three"]]
+    try:
+        with ThreadPoolExecutor(1 + len(groups)) as pool:
+            pool.submit(batcher.submit, ["busy"], "m", None, None, time.monotonic() + 5)
+            while not backend.calls:  # the lane is busy: what comes now waits and is merged
+                time.sleep(0.005)
+            futures = [pool.submit(batcher.submit, texts, "m", None, None, time.monotonic() + 5) for texts in groups]
+            with pytest.raises(InvalidArgument, match="bad"):
+                futures[1].result()
+            good = [futures[0].result(), futures[2].result()]
+        assert sorted(backend.calls[1]) == ["bad", "good one", "good three", "good two"]  # they were merged
+        assert [r.probabilities.shape[0] for r in good] == [1, 2]
+        np.testing.assert_allclose(good[1].probabilities,
+                                   backend.classify(["good two", "good three"], "m").probabilities)
+    finally:
+        batcher.close()
 
 
 def test_queue_bound_and_deadlines():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.settings import GatewaySettings
-from tests.service.gateway.conftest import REPO
+from tests.support.processes import REPO
 
 
 def test_every_setting_is_in_the_settings_table():

@@ -12,7 +12,9 @@ import pytest
 from service.backends.tfserving import TFServingBackend
 from service.protos import classifier_pb2 as pb
 from service.settings import BackendSettings
-from tests.support.model_roots import SAMPLE_TEXTS
+from tests.service.gateway.conftest import start_embedded
+from tests.support.model_roots import SAMPLE_TEXTS, publish_numeric_model
+from tests.support.processes import HOST, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -142,11 +144,7 @@ def test_http_client_deadline_header(start_gateway, make_clients, slow_backend):
 
 
 def test_backend_down_is_unavailable(start_gateway, make_clients):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    dead = f"{HOST}:{free_port()}"  # a port nothing listens on
     backend = TFServingBackend(BackendSettings(tfserving_addresses=[dead], tfserving_timeout_s=1.0,
                                                tfserving_retries=1, tfserving_backoff_s=0.01))
     try:
@@ -157,6 +155,30 @@ def test_backend_down_is_unavailable(start_gateway, make_clients):
         assert_json_error(c.classify_http([TEXT]), 503, "UNAVAILABLE")
         assert_json_error(c.http.get("/readyz"), 503, "UNAVAILABLE")
         assert c.http.get("/healthz").status_code == 200  # alive, just not ready
+    finally:
+        backend.close()
+
+
+def test_lone_surrogate_in_json_is_invalid_argument(clients):
+    """JSON may escape half a UTF-16 pair; such a string has no UTF-8 form for the model."""
+    body = b'{"model": "gru", "documents": [{"text": "oil prices"}, {"text": "oil \\ud800 prices"}]}'
+    response = clients.http.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert_json_error(response, 400, "INVALID_ARGUMENT", "documents[1].text is not valid Unicode")
+
+
+def test_tensorflow_failures_are_client_errors(start_gateway, make_clients, writable_model_root):
+    """TensorFlow failing inside the model is the input's fault (400) or too big to run (429), never INTERNAL."""
+    publish_numeric_model(writable_model_root)
+    backend = start_embedded(writable_model_root.path)
+    try:
+        c = make_clients(start_gateway(backend=backend))
+        assert_json_error(c.classify_http(["three"], model="numeric"), 400, "INVALID_ARGUMENT", "convert string")
+        error = grpc_error(c.classify_grpc, ["three"], model="numeric")
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "convert string" in error.details()
+        assert_json_error(c.classify_http([str(2 ** 60)], model="numeric"), 429, "RESOURCE_EXHAUSTED", "OOM")
+        error = grpc_error(c.classify_grpc, [str(2 ** 60)], model="numeric")
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "OOM" in error.details()
+        assert c.classify_http(["2"], model="numeric").status_code == 200
     finally:
         backend.close()
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import grpc
 import httpx
@@ -22,19 +17,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from service.client import main as client_main
 from service.protos import classifier_pb2 as pb
 from service.protos import classifier_pb2_grpc as pb_grpc
-from tests.service.gateway.conftest import HOST, REPO
 from tests.support.model_roots import SAMPLE_TEXTS
+from tests.support.processes import HOST, REPO, free_port, service_env, wait_for
 
 pytestmark = pytest.mark.integration
 
 TEXT = SAMPLE_TEXTS[0]
-
-
-def wait_until(predicate, timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(start_gateway, make_clients, slow_backend):
@@ -56,7 +44,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(start_gateway, make_clien
         t.start()
     watch = health_pb2_grpc.HealthStub(c.channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-    wait_until(lambda: gateway.core.batcher.queued_documents == 3, what="both requests queued")
+    wait_for(lambda: gateway.core.batcher.queued_documents == 3, 10, "both requests queued", step=0.01)
     stopper = threading.Thread(target=gateway.stop, kwargs={"grace_s": 10.0})
     stopper.start()
     assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING  # watchers learn first
@@ -72,18 +60,6 @@ def test_graceful_shutdown_finishes_in_flight_requests(start_gateway, make_clien
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{HOST}:{gateway.http_port}/healthz", timeout=2)
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 def test_tls_on_both_transports(start_gateway, tls_files):
@@ -145,33 +121,23 @@ class _Stdin:
 
 
 def test_client_reports_an_unreachable_gateway(capsys):
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port = s.getsockname()[1]
+    port = free_port()
     for transport in ("grpc", "http"):
         assert client_main(["models", "--transport", transport, "--address", f"{HOST}:{port}", "--timeout", "2"]) == 1
         assert "error: UNAVAILABLE" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_process_with_cli_and_sigterm(tiny_model_root, tmp_path):
     """`python -m service serve` from the environment (job API mounted), the CLI, and SIGTERM."""
-    grpc_port, http_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSCLF_")}
-    env.update(NEWSCLF_MODEL_ROOT=str(tiny_model_root), NEWSCLF_HOST=HOST, NEWSCLF_GRPC_PORT=str(grpc_port),
-               NEWSCLF_HTTP_PORT=str(http_port), NEWSCLF_API_KEYS="cli-key", NEWSCLF_SHUTDOWN_GRACE_S="5",
-               PYTHONPATH=str(REPO))
+    grpc_port, http_port = free_port(), free_port()
+    env = service_env(model_root=tiny_model_root, host=HOST, grpc_port=grpc_port, http_port=http_port,
+                      api_keys="cli-key", shutdown_grace_s=5)
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: _ready(http_port), timeout_s=120, what="the gateway process to become ready")
+        wait_for(lambda: _ready(http_port), 120, "the gateway process to become ready")
         for transport, port in (("grpc", grpc_port), ("http", http_port)):
             cli = subprocess.run([sys.executable, "-m", "service.client", "classify", TEXT, "--model", "gru",
                                   "--transport", transport, "--address", f"{HOST}:{port}", "--api-key", "cli-key"],

@@ -6,7 +6,7 @@ import filecmp
 import subprocess
 import sys
 
-from tests.service.gateway.conftest import REPO
+from tests.support.processes import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import build_protos  # noqa: E402

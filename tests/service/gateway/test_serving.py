@@ -106,7 +106,8 @@ def test_grpc_health_overall_and_per_model(gateway, clients):
 
 
 def test_health_turns_serving_only_once_models_load(start_gateway, make_clients, tiny_model_root, tmp_path):
-    """A gateway over an empty model root is alive but not ready, until a model is published."""
+    """Over an empty model root the gateway is alive but not ready until a model is published,
+    and stops serving it (and overall) when it is withdrawn."""
     import shutil
 
     from service.backends.embedded import EmbeddedBackend
@@ -131,6 +132,12 @@ def test_health_turns_serving_only_once_models_load(start_gateway, make_clients,
         watch.cancel()
         assert c.http.get("/readyz").json()["models"] == {"rnn": True}
         assert c.classify_grpc(SAMPLE_TEXTS[:1], model="rnn").version == 1
+        rnn_watch = health.Watch(health_pb2.HealthCheckRequest(service="newsclf.v1.Classifier/rnn"), timeout=60)
+        assert next(rnn_watch).status == health_pb2.HealthCheckResponse.SERVING
+        shutil.rmtree(root / "rnn")  # the model is withdrawn: it and the whole server stop serving
+        assert next(rnn_watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        rnn_watch.cancel()
+        assert health.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         backend.close()
 
