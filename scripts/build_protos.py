@@ -5,7 +5,8 @@ generated modules import each other as ``service.gen.newsclf.v1...`` and live in
 The output depends only on the ``.proto`` sources and the grpcio-tools version, so running the
 script twice gives identical files; ``tests/service`` checks the checked-out tree is up to date.
 
-Usage: ``python scripts/build_protos.py`` (from anywhere).
+Usage: ``python scripts/build_protos.py`` (from anywhere); ``--out DIR`` writes
+``DIR/service/gen`` instead, leaving the package alone (the up-to-date check uses it).
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def install(repo: Path = REPO) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
-    target = install()
+    parser.add_argument("--out", type=Path, help="write DIR/service/gen instead of installing")
+    args = parser.parse_args(argv)
+    target = generate(args.out) if args.out else install()
     print(f"generated {sum(1 for _ in target.rglob('*.py*'))} files in {target}", file=sys.stderr)
     return 0
 
