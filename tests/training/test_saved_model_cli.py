@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration  # runs TensorFlow's CLI as a subprocess
 
+# The CLI installed with TensorFlow beside this interpreter, whether or not the venv is on PATH.
+SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _cli(*args: str) -> str:
-    done = subprocess.run(["saved_model_cli", *args], capture_output=True, text=True,
+    done = subprocess.run([SAVED_MODEL_CLI, *args], capture_output=True, text=True,
                           timeout=180, env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, CeleryWorker, RedisServer
+from tests.support.processes import CeleryWorker, RedisServer
 from tests.worker.helpers import settings_of, worker_env
 from worker.jobs import JobManager
-
-if not (REPO / "service" / "gen" / "newsclf" / "v1" / "jobs_pb2.py").exists():
-    # service/gen is generated, not kept in git: the gateway's job API needs it built once.
-    subprocess.run([sys.executable, str(REPO / "scripts" / "build_protos.py")], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from worker.readers import (BadRecord, ReadOptions, Record, check_archives, read
 
 
 def read(path: Path, roots: list[Path] | None = None, **options) -> list:
-    roots = roots or [path.parent if path.is_file() else path]
+    roots = [root.resolve() for root in roots or [path.parent if path.is_file() else path]]
     return list(read_input(resolve_input(str(path), roots), roots, ReadOptions(**options)))
 
 

@@ -46,7 +46,8 @@ def test_missing_generated_code_names_the_script(tmp_path):
     (copy / "service").mkdir(parents=True)
     for name in ("__init__.py", "protos.py", "errors.py"):
         (copy / "service" / name).write_bytes((REPO / "service" / name).read_bytes())
-    result = subprocess.run([sys.executable, "-c", "import service.protos"], cwd=copy, capture_output=True,
+    # -S: no site-packages, so an editable install of the real package cannot supply service.gen
+    result = subprocess.run([sys.executable, "-S", "-c", "import service.protos"], cwd=copy, capture_output=True,
                             text=True, timeout=60, env={"PYTHONPATH": str(copy), "PATH": ""})
     assert result.returncode != 0
     assert "run `python scripts/build_protos.py`" in result.stderr
