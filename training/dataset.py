@@ -24,6 +24,15 @@ TEST_FRACTION = 0.2
 TEXT_FIELDS = ("title_body", "body")
 
 
+def texts_of(documents: tuple[Document, ...], field: str = "title_body") -> list[str]:
+    """Model input text: ``title_body`` (title then body) or ``body`` alone."""
+    if field == "body":
+        return [d.body for d in documents]
+    if field == "title_body":
+        return [d.text for d in documents]
+    raise ValueError(f"unknown text field {field!r}; choose one of {', '.join(TEXT_FIELDS)}")
+
+
 @dataclass(frozen=True)
 class Split:
     """Documents of one split with their integer labels (indices into ``Reuters46.labels``)."""
@@ -35,12 +44,7 @@ class Split:
         return len(self.documents)
 
     def texts(self, field: str = "title_body") -> list[str]:
-        """Model input text: ``title_body`` (title then body) or ``body`` alone."""
-        if field == "body":
-            return [d.body for d in self.documents]
-        if field == "title_body":
-            return [d.text for d in self.documents]
-        raise ValueError(f"unknown text field {field!r}; choose one of {', '.join(TEXT_FIELDS)}")
+        return texts_of(self.documents, field)
 
     def take(self, indices: np.ndarray) -> "Split":
         return Split(tuple(self.documents[i] for i in indices), self.y[indices])
@@ -55,6 +59,8 @@ class Reuters46:
     labels: tuple[str, ...]
     train: Split
     test: Split
+    # Corpus stories outside reuters46 (no topic, or a topic too rare): text without a label.
+    unlabelled: tuple[Document, ...] = ()
 
     def validation_split(self, fraction: float, seed: int) -> tuple[Split, Split]:
         """(fit, validation) carved out of the training part, stratified by topic when possible.
@@ -93,7 +99,10 @@ def build(documents: list[Document]) -> Reuters46:
     np.random.RandomState(SPLIT_SEED).shuffle(order)
     n_train = int(len(kept) * (1 - TEST_FRACTION))
     everything = Split(tuple(kept), y)
-    return Reuters46(tuple(labels), everything.take(order[:n_train]), everything.take(order[n_train:]))
+    in_dataset = {d.newid for d in kept}
+    unlabelled = tuple(d for d in documents if d.newid not in in_dataset)
+    return Reuters46(tuple(labels), everything.take(order[:n_train]), everything.take(order[n_train:]),
+                     unlabelled)
 
 
 def load(source: str | Path) -> Reuters46:

@@ -49,6 +49,14 @@ class TextEncoder:
             ids = tf.reverse(tf.reverse_sequence(ids, lengths, seq_axis=1, batch_axis=0), axis=[1])
         return tf.ensure_shape(ids, [None, n])
 
+    def token_ids(self, texts: list[str], batch_size: int = 512) -> list[np.ndarray]:
+        """Each text's ids in full, neither truncated nor padded (embedding pre-training)."""
+        rows: list[np.ndarray] = []
+        for i in range(0, len(texts), batch_size):
+            ids = self.vectorizer(tf.constant(texts[i:i + batch_size])).numpy()
+            rows += [row[row != 0] for row in ids]
+        return rows
+
     def encode(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
         """Encode a list of texts eagerly, in batches (training input)."""
         parts = [self(tf.constant(texts[i:i + batch_size])).numpy()
@@ -108,15 +116,19 @@ def _recurrent(variant: str, units: int, return_sequences: bool) -> keras.layers
 
 
 def build_classifier(variant: str, settings: TrainSettings, n_labels: int,
-                     vocab_size: int | None = None) -> keras.Model:
+                     vocab_size: int | None = None, embeddings: np.ndarray | None = None) -> keras.Model:
     """Embedding -> recurrent layer (-> pooling over its outputs) -> dropout -> softmax.
 
     Takes token ids ``[batch, max_length]`` and returns probabilities ``[batch, n_labels]``.
+    ``embeddings`` (``[vocab_size, embedding_dim]``) initialises the embedding, which stays
+    trainable.
     """
     pooled = settings.pooling != "last"
     ids = keras.Input(shape=(settings.max_length,), dtype="int32", name="ids")
+    init = "uniform" if embeddings is None else keras.initializers.Constant(embeddings)
     x = keras.layers.Embedding(vocab_size or settings.vocab_size, settings.embedding_dim,
-                               mask_zero=settings.mask, name="embedding")(ids)
+                               mask_zero=settings.mask, embeddings_initializer=init,
+                               name="embedding")(ids)
     if settings.embedding_dropout:
         x = keras.layers.SpatialDropout1D(settings.embedding_dropout, name="embedding_dropout")(x)
     x = _recurrent(variant, settings.units, return_sequences=pooled)(x)

@@ -25,6 +25,10 @@ class TrainSettings(BaseModel):
     padding: Literal["pre", "post"] = Field("post", description="which end short texts are padded")
     mask: bool = Field(True, description="mask padding in the recurrent layer")
     embedding_dim: int = Field(128, ge=1)
+    embedding_init: Literal["random", "word2vec"] = Field(
+        "word2vec", description="embedding start: uniform random, or word2vec pre-trained on the "
+                                "training and unlabelled corpus text")
+    word2vec_epochs: int = Field(10, ge=1, description="passes of word2vec pre-training")
     embedding_dropout: float = Field(0.2, ge=0, lt=1, description="spatial dropout on embeddings")
     units: int = Field(64, ge=1, description="recurrent units (per direction for bilstm)")
     pooling: Literal["last", "max", "mean", "meanmax"] = Field(
@@ -45,11 +49,11 @@ class TrainSettings(BaseModel):
 
 PRESETS: dict[str, dict] = {
     "seed": dict(text="body", vocab_size=10000, max_length=500, truncating="pre", padding="pre",
-                 mask=False, embedding_dim=100, embedding_dropout=0.0, units=32, pooling="last",
+                 mask=False, embedding_dim=100, embedding_init="random", embedding_dropout=0.0, units=32, pooling="last",
                  dropout=0.0, epochs=5, batch_size=128, learning_rate=1e-3,
                  lr_schedule="constant", patience=5, calibrate=False),
     "default": dict(),
-    "quick": dict(vocab_size=10000, max_length=100, embedding_dim=64, units=48, epochs=3,
+    "quick": dict(vocab_size=10000, max_length=100, embedding_dim=64, embedding_init="random", units=48, epochs=3,
                   batch_size=64, learning_rate=5e-3, patience=1),
 }
 

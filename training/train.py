@@ -3,7 +3,8 @@
 Public API
 ----------
 ``train_variant(data, variant, settings, root, ...) -> TrainResult``
-    Carves validation out of the training split, builds the vocabulary on the rest, trains with
+    Carves validation out of the training split, builds the vocabulary on the rest,
+    pre-trains word embeddings on that text and the corpus's unlabelled stories, trains with
     early stopping on validation loss (best weights restored), fits a temperature on
     validation, and exports through :func:`training.export.export_model`.
 """
@@ -18,7 +19,8 @@ import keras
 import numpy as np
 
 from training.calibration import apply_temperature, expected_calibration_error, fit_temperature
-from training.dataset import Reuters46
+from training.dataset import Reuters46, texts_of
+from training.embeddings import pretrain
 from training.export import export_model
 from training.layout import DEFAULT_SERVING_BASE, ExportMetadata, ModelRoot
 from training.models import TextEncoder, build_classifier
@@ -90,7 +92,13 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     encoder.adapt(fit_texts)
     x_fit, x_val = encoder.encode(fit_texts), encoder.encode(val_texts)
     n_labels = len(data.labels)
-    classifier = build_classifier(variant, settings, n_labels, encoder.vocabulary_size())
+    started = time.monotonic()
+    embeddings = None
+    if settings.embedding_init == "word2vec":
+        embeddings = pretrain(encoder, fit_texts + texts_of(data.unlabelled[:settings.train_limit], settings.text),
+                              settings.embedding_dim, settings.word2vec_epochs, seed)
+    pretrain_seconds = time.monotonic() - started
+    classifier = build_classifier(variant, settings, n_labels, encoder.vocabulary_size(), embeddings)
     steps = int(np.ceil(len(x_fit) / settings.batch_size))
     classifier.compile(optimizer=_optimizer(settings, steps),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -115,6 +123,7 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
         "epochs_run": float(len(timer.seconds)),
         "seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else 0.0,
         "train_seconds": float(np.sum(timer.seconds)),
+        "pretrain_seconds": pretrain_seconds,
         "val_ece_uncalibrated": expected_calibration_error(val_probs, val.y),
         "val_ece_calibrated": expected_calibration_error(apply_temperature(val_probs, temperature), val.y),
     }

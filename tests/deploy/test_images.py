@@ -133,7 +133,7 @@ def pins() -> dict[str, Version]:
     return out
 
 
-@pytest.mark.parametrize("extras", [(), ("gpu",), ("monitor",)])
+@pytest.mark.parametrize("extras", [(), ("train", "gpu"), ("monitor",)])
 def test_images_install_pinned_versions(extras):
     pinned = pins()
     lines = requirement_lines(*extras)

@@ -61,3 +61,13 @@ def test_validation_comes_from_training_data_only(reuters46):
     assert [d.newid for d in again.documents] == [d.newid for d in val.documents]
     other = reuters46.validation_split(0.1, seed=4)[1]
     assert [d.newid for d in other.documents] != [d.newid for d in val.documents]
+
+
+def test_unlabelled_holds_the_rest_of_the_corpus(reuters46):
+    """Stories without a kept topic: text for embedding pre-training, never a labelled story."""
+    labelled = {d.newid for d in reuters46.train.documents + reuters46.test.documents}
+    unlabelled = {d.newid for d in reuters46.unlabelled}
+    assert len(reuters46.unlabelled) == len(unlabelled) == 21578 - 11228
+    assert not unlabelled & labelled
+    kept = set(reuters46.labels)
+    assert all(not d.topics or d.topics[0] not in kept for d in reuters46.unlabelled)

@@ -32,6 +32,15 @@ def test_each_variant_trains_and_exports(tmp_path, reuters46, variant):
     assert "While" in ops and not any("Cudnn" in op for op in ops)  # generic kernels: CPU and GPU
 
 
+def test_word2vec_pretraining_runs_before_training(tmp_path, reuters46):
+    pytest.importorskip("gensim")
+    settings = preset("quick", **TINY, embedding_init="word2vec", word2vec_epochs=1)
+    meta = train_variant(reuters46, "gru", settings, ModelRoot(tmp_path), seed=5).metadata
+    assert meta.settings["embedding_init"] == "word2vec"
+    assert meta.metrics["pretrain_seconds"] > 0
+    assert 0 <= meta.metrics["test_accuracy"] <= 1
+
+
 def _graph_ops(path) -> set[str]:
     from tensorflow.core.protobuf import saved_model_pb2
     saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
@@ -88,6 +97,8 @@ def test_seed_preset_matches_the_reference_notebook():
     model = build_classifier("rnn", preset("seed"), 46)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["InputLayer", "Embedding", "SimpleRNN", "Dense"]
+    assert seed["embedding_init"] == "random"
+    assert preset("default").embedding_init == "word2vec"
 
 
 def test_unknown_variant_is_refused():
