@@ -29,6 +29,14 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+def _memo_key(vocabulary: list[str], texts: list[str], dim: int, epochs: int, seed: int) -> str:
+    digest = hashlib.sha256(repr((dim, epochs, seed)).encode())
+    for part in (vocabulary, texts):
+        digest.update("\0".join(part).encode())
+        digest.update(b"\1")
+    return digest.hexdigest()
+
+
 def pretrain(encoder: TextEncoder, texts: list[str], dim: int, epochs: int, seed: int) -> np.ndarray:
     """Embedding matrix ``[vocabulary_size, dim]`` for ``encoder``'s vocabulary.
 
@@ -42,11 +50,10 @@ def pretrain(encoder: TextEncoder, texts: list[str], dim: int, epochs: int, seed
         raise RuntimeError("word2vec pre-training needs gensim: pip install 'newsclf[train]', "
                            "or train with --embedding-init random") from exc
 
-    sequences = [[str(i) for i in row] for row in encoder.token_ids(texts) if len(row)]
-    key = hashlib.sha256(repr((encoder.vectorizer.get_vocabulary(), sequences, dim, epochs, seed))
-                         .encode()).hexdigest()
+    key = _memo_key(encoder.vectorizer.get_vocabulary(), texts, dim, epochs, seed)
     if key in _memo:
         return _memo[key]
+    sequences = [[str(i) for i in row] for row in encoder.token_ids(texts) if len(row)]
     model = Word2Vec(sequences, vector_size=dim, window=WINDOW, min_count=1, sg=1, negative=NEGATIVE,
                      epochs=epochs, workers=1, seed=seed, hashfxn=_stable_hash)
     rng = np.random.default_rng(seed)

@@ -34,6 +34,11 @@ def corpus_ids(corpus_dir) -> set[str]:
     return {str(doc.newid) for doc in read_corpus(corpus_dir)}
 
 
+def wait_replaced(worker: CeleryWorker, old_pids: list[int]) -> None:
+    wait_for(lambda: len(worker.pool_pids()) == 1 and worker.pool_pids() != old_pids,
+             30, "a replacement pool process")
+
+
 def kill_pool_process_mid_chunk(worker: CeleryWorker, manager: JobManager, job_id: str,
                                 attempts: int = 3) -> None:
     """SIGKILL the pool process a quarter-second into a chunk, until a kill hits a running task.
@@ -52,8 +57,7 @@ def kill_pool_process_mid_chunk(worker: CeleryWorker, manager: JobManager, job_i
             wait_for(lambda: WORKER_LOST in worker.text(), 5, "the lost task to be reported")
             return
         except TimeoutError:
-            wait_for(lambda: len(worker.pool_pids()) == 1 and worker.pool_pids() != [child],
-                     30, "a replacement pool process")
+            wait_replaced(worker, [child])
     pytest.fail(f"no kill out of {attempts} landed inside a chunk:\n{worker.text()[-2000:]}")
 
 
@@ -73,8 +77,7 @@ def test_killed_pool_process_chunk_is_redelivered_exactly_once(redis_url, tiny_m
         counts = scored_ids(job)
         assert set(counts) == corpus_ids and set(counts.values()) == {1}
         assert job.chunks_done == job.chunks_total == 11 and job.docs_done == job.docs_total
-        wait_for(lambda: len(worker.pool_pids()) == 1 and worker.pool_pids() != first_pool,
-                 30, "a replacement pool process")
+        wait_replaced(worker, first_pool)
     finally:
         worker.stop()
         manager.close()
