@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from service.settings import BackendSettings
+from scoring.settings import BackendSettings
 from training.layout import ModelRoot
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,10 +27,11 @@ import numpy as np
 
 from bench.common import REPO, add_model_arguments, latest_version
 from bench.report import write_section
-from service.backends.embedded import EmbeddedBackend
+from scoring.backends.embedded import EmbeddedBackend
+from scoring.settings import BackendSettings
 from service.client.transport import GrpcTransport, HttpTransport
 from service.core import ClassifierService, ClassifyRequest, Document
-from service.settings import BackendSettings, GatewaySettings
+from service.settings import GatewaySettings
 from tests.support.processes import free_port, stop_process
 from training.layout import ModelRoot
 

@@ -23,14 +23,14 @@ from pathlib import Path
 
 from bench.common import add_model_arguments, latest_version
 from bench.report import write_section
-from service.backends import create_backend
-from service.backends.base import Backend
-from service.settings import BackendSettings
+from jobs.manager import JobManager
+from jobs.readers import ReadOptions, Record, read_input, resolve_input
+from jobs.settings import JobSettings
+from scoring.backends import create_backend
+from scoring.backends.base import Backend
+from scoring.settings import BackendSettings
 from tests.support.processes import CeleryWorker, RedisServer, service_env, wait_for
 from training.layout import ModelRoot
-from worker.jobs import JobManager
-from worker.readers import ReadOptions, Record, read_input, resolve_input
-from worker.settings import JobSettings
 
 TARGET_RATIO = 0.8
 START_TIMEOUT_S = 300.0

@@ -9,8 +9,9 @@ Usage: ``python deploy/requirements.py pyproject.toml [EXTRA ...] > requirements
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 
 def requirements(pyproject: Path, extras: list[str]) -> list[str]:

@@ -3,13 +3,13 @@
 # it only does what is missing.
 #   - a virtualenv in .venv with the project and its test extras (pip, from PyPI)
 #   - the generated gRPC code (scripts/build_protos.py)
-#   - redis-server and docker-compose (Debian packages) when they are missing
+#   - redis-server, docker-compose and promtool (Debian packages) when they are missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-train,test,bench}
+EXTRAS=${EXTRAS:-embedded,train,test,bench,deploy}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "setup: need root to run: $*" >&2; return 1; fi; }
@@ -22,6 +22,7 @@ apt_install() {
 
 command -v redis-server >/dev/null || { echo "setup: installing redis-server"; apt_install redis-server; }
 command -v docker-compose >/dev/null || { echo "setup: installing docker-compose (used to validate the compose file)"; apt_install docker-compose || echo "setup: docker-compose unavailable; deploy checks will be skipped" >&2; }
+command -v promtool >/dev/null || { echo "setup: installing prometheus (its promtool checks deploy/monitoring)"; apt_install --no-install-recommends prometheus; }
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"

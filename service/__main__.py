@@ -1,8 +1,10 @@
 """``python -m service serve``: the gateway (gRPC + HTTP) over the configured model backend.
 
 Settings come from the environment once (``NEWSCLF_*``, see ``service.settings``). SIGTERM or
-SIGINT stops it cleanly: health turns NOT_SERVING, new calls are refused, calls in flight finish
-within ``NEWSCLF_SHUTDOWN_GRACE_S``, then the backend is closed.
+SIGINT stops it cleanly: health turns NOT_SERVING and ``/readyz`` 503 at once, both ports keep
+serving for ``NEWSCLF_SHUTDOWN_DRAIN_S``, then new calls are refused, calls in flight finish within
+``NEWSCLF_SHUTDOWN_GRACE_S``, and the backend is closed. Serving without API keys on a non-loopback
+address needs ``NEWSCLF_ALLOW_OPEN=true``.
 
 A startup it cannot make is one line on stderr, no traceback: exit status 2 when the settings are
 wrong (a bad value, half a TLS setup, an unreadable certificate, key or model root), 1 when the
@@ -21,13 +23,13 @@ import threading
 
 from pydantic import ValidationError
 
+from jobs.manager import JobManager
+from jobs.settings import JobSettings
 from service.settings import GatewaySettings
 
 log = logging.getLogger("service")
 
 CONFIG_ERROR, RUNTIME_ERROR = 2, 1
-
-JOB_MODULES = {"worker", "worker.jobs", "worker.settings", "service.grpc_api.jobs", "service.http_api.jobs"}
 
 
 class StartupError(Exception):
@@ -74,19 +76,22 @@ def check_readable(settings: GatewaySettings) -> None:
                            f"are not a PEM certificate and its key: {exc.reason or exc}", CONFIG_ERROR) from None
 
 
-def job_manager_or_none(enabled: bool):
-    """The batch-job manager when the job API is installed and wanted, else None."""
+def check_exposure(settings: GatewaySettings) -> None:
+    """Refuse to serve the API without keys beyond loopback unless that is asked for, and say so
+    loudly when it is."""
+    if not settings.runs_open:
+        return
+    if not settings.allow_open:
+        raise StartupError(f"NEWSCLF_HOST={settings.host} is not a loopback address and NEWSCLF_API_KEYS is empty: "
+                           "set API keys, bind 127.0.0.1, or set NEWSCLF_ALLOW_OPEN=true to serve without "
+                           "authentication", CONFIG_ERROR)
+    log.warning("running open: anyone who reaches %s can classify and submit jobs without an API key "
+                "(NEWSCLF_ALLOW_OPEN=true, NEWSCLF_API_KEYS empty)", settings.host)
+
+
+def job_manager_or_none(enabled: bool) -> JobManager | None:
+    """The batch-job manager when the job API is wanted, else None."""
     if not enabled:
-        return None
-    try:
-        import service.grpc_api.jobs  # noqa: F401  (presence check)
-        import service.http_api.jobs  # noqa: F401
-        from worker.jobs import JobManager
-        from worker.settings import JobSettings
-    except ModuleNotFoundError as exc:
-        if exc.name not in JOB_MODULES:
-            raise
-        log.info("job API not installed (%s); serving classification only", exc.name)
         return None
     try:
         return JobManager(JobSettings())
@@ -95,7 +100,7 @@ def job_manager_or_none(enabled: bool):
 
 
 def serve(args: argparse.Namespace) -> int:
-    from service.backends import create_backend
+    from scoring.backends import create_backend
     from service.gateway import Gateway
 
     try:
@@ -103,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise settings_error(exc) from None
     check_readable(settings)
+    check_exposure(settings)
     job_manager = job_manager_or_none(not args.no_jobs)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,7 +127,7 @@ def serve(args: argparse.Namespace) -> int:
              settings.host, gateway.http_port, settings.backend_kind)
     while not stop.wait(1.0):
         pass
-    log.info("shutting down (grace %.1fs)", settings.shutdown_grace_s)
+    log.info("shutting down (drain %.1fs, grace %.1fs)", settings.shutdown_drain_s, settings.shutdown_grace_s)
     gateway.stop()
     if job_manager is not None:
         job_manager.close()

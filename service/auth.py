@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
-from service.errors import Unauthenticated
+from scoring.errors import Unauthenticated
 
 GRPC_METADATA_KEY = "x-api-key"
 HTTP_HEADER = "X-API-Key"

@@ -10,6 +10,10 @@ documents or when the oldest has waited ``max_delay`` — and only while fewer t
 instead of queueing more calls.
 Results are split back per request. Admission is bounded by ``max_queued`` documents in the
 whole gateway; past it, requests fail fast with ``ResourceExhausted`` rather than pile up.
+A merged batch of short and long texts may cost more than the same texts in two calls, since
+the export cuts a batch to its longest text: with ``split_call_cost`` set, the batch is cut by
+length where that saves more than the extra calls and time steps cost
+(:func:`scoring.lengths.length_groups`).
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
-from service.backends.base import Backend, BackendResult
-from service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+import numpy as np
+
+from scoring.backends.base import Backend, BackendResult
+from scoring.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from scoring.lengths import length_groups, token_estimate
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -58,8 +65,12 @@ class MicroBatcher:
     """Merges concurrent ``submit`` calls into backend calls; thread-safe."""
 
     def __init__(self, backend: Backend, max_size: int = 64, max_delay_s: float = 0.002,
-                 max_queued: int = 4096, concurrency: int = 2, metrics: Metrics | None = None):
+                 max_queued: int = 4096, concurrency: int = 2, metrics: Metrics | None = None,
+                 split_call_cost: int = 0, split_step_cost: int = 0):
         self.backend = backend
+        self.split_call_cost = max(0, split_call_cost)
+        self.split_step_cost = max(0, split_step_cost)
+        self._max_tokens: dict[LaneKey, int] = {}  # each lane's max_length, from its answers
         self.max_size = max(1, max_size)
         self.max_delay_s = max(0.0, max_delay_s)
         self.max_queued = max(1, max_queued)
@@ -195,8 +206,7 @@ class MicroBatcher:
         deadline = max(item.deadline for item in batch)
         started = time.monotonic()
         try:
-            result = self.backend.classify(texts, model, version=version, version_label=version_label,
-                                           timeout=max(0.001, deadline - started))
+            result = self._classify(key, texts, deadline)
             if result.probabilities.shape[0] != len(texts):
                 raise RuntimeError(f"backend returned {result.probabilities.shape[0]} rows for {len(texts)} texts")
         except ServiceError as exc:
@@ -220,3 +230,29 @@ class MicroBatcher:
             self.metrics.backend_latency.labels(model).observe(time.monotonic() - started)
             self.metrics.batch_documents.labels(model).observe(len(texts))
             self.metrics.batch_requests.labels(model).observe(len(batch))
+
+    def _classify(self, key: LaneKey, texts: list[str], deadline: float) -> BackendResult:
+        """One backend call, or one per length group when cutting the batch costs less."""
+        model, version, version_label = key
+        groups = [list(range(len(texts)))]
+        if self.split_call_cost and len(texts) > 1:
+            cap = self._max_tokens.get(key)
+            groups = length_groups([token_estimate(t, cap) for t in texts], self.split_call_cost,
+                                   self.split_step_cost)
+            if len(groups) == 1:  # one call after all: in input order, as the rows are read back
+                groups = [list(range(len(texts)))]
+        result = None
+        for group in groups:
+            part = self.backend.classify([texts[i] for i in group], model, version=version,
+                                         version_label=version_label,
+                                         timeout=max(0.001, deadline - time.monotonic()))
+            if result is None:
+                result = part if len(groups) == 1 else dataclasses.replace(
+                    part, probabilities=np.empty((len(texts), part.probabilities.shape[1]), part.probabilities.dtype))
+                version, version_label = part.version, None  # later groups: the same version
+            if len(groups) > 1:
+                result.probabilities[group] = part.probabilities
+        max_length = result.metadata.settings.get("max_length")
+        if isinstance(max_length, int):
+            self._max_tokens[key] = max_length
+        return result

@@ -1,7 +1,7 @@
 """The gateway's one classification core; the gRPC and HTTP front ends only translate to it.
 
 Validation, limits, deadlines, routing to model + version, top-k and abstain are decided here,
-so both transports behave identically and raise the same ``service.errors`` exceptions.
+so both transports behave identically and raise the same ``scoring.errors`` exceptions.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from service.backends.base import Backend, BackendResult, ModelInfo
+from scoring.backends.base import Backend, BackendResult, ModelInfo
+from scoring.errors import DeadlineExceeded, InvalidArgument, PayloadTooLarge, ServiceError, status_of
+from scoring.ranking import rank, topic_rows
 from service.batching import MicroBatcher
-from service.errors import DeadlineExceeded, InvalidArgument, PayloadTooLarge, ServiceError, status_of
 from service.metrics import Metrics
 from service.settings import GatewaySettings
 from training.layout import LayoutError, check_model_name
@@ -76,7 +75,9 @@ class ClassifierService:
         self.batcher = MicroBatcher(backend, max_size=settings.batch_max_size,
                                     max_delay_s=settings.batch_max_delay_ms / 1000.0,
                                     max_queued=settings.max_queued_documents,
-                                    concurrency=settings.batch_concurrency, metrics=self.metrics)
+                                    concurrency=settings.batch_concurrency, metrics=self.metrics,
+                                    split_call_cost=settings.batch_split_call_cost,
+                                    split_step_cost=settings.batch_split_step_cost)
 
     def classify(self, request: ClassifyRequest, timeout: float | None = None,
                  transport: str = "inproc", method: str = "classify") -> ClassifyResult:
@@ -99,7 +100,7 @@ class ClassifierService:
                 self.metrics.abstained.labels(result.model, version_tag).inc(abstained)
             return result
         except ServiceError as exc:
-            status = status_of(exc)[0].name
+            status = status_of(exc).grpc
             raise
         except Exception:
             status = "INTERNAL"
@@ -150,9 +151,10 @@ class ClassifierService:
             raise InvalidArgument("give either version or version_label, not both")
         if request.version is not None and request.version < 1:
             raise InvalidArgument(f"version must be a positive integer, got {request.version}")
-        top_k = request.top_k or s.default_top_k
-        if not 1 <= top_k <= s.max_top_k:
-            raise InvalidArgument(f"top_k must be between 1 and {s.max_top_k}, got {request.top_k}")
+        try:
+            top_k = s.top_k(request.top_k)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         documents = request.documents
         if not documents:
             raise InvalidArgument("documents: at least one document is required")
@@ -172,14 +174,9 @@ class ClassifierService:
 
     @staticmethod
     def _shape(request: ClassifyRequest, result: BackendResult, top_k: int) -> ClassifyResult:
-        probabilities = np.asarray(result.probabilities, dtype=np.float64)
-        k = min(top_k, probabilities.shape[1])
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         threshold = result.metadata.threshold.value if result.metadata.threshold else None
-        labels = result.labels
-        results = []
-        for doc, row, idx in zip(request.documents, probabilities, order):
-            topics = [Topic(labels[j], float(row[j])) for j in idx]
-            abstained = threshold is not None and float(row[idx[0]]) < threshold
-            results.append(DocumentResult(doc.id, topics, abstained))
+        ranking = rank(result.probabilities, top_k, threshold)
+        results = [DocumentResult(doc.id, [Topic(name, p) for name, p in topics], bool(abstained))
+                   for doc, topics, abstained in zip(request.documents, topic_rows(ranking, result.labels),
+                                                     ranking.abstained.tolist())]
         return ClassifyResult(result.model, result.version, results, threshold)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from service.backends.base import Backend
+from jobs.manager import JobManager
+from scoring.backends.base import Backend
 from service.core import ClassifierService
+from service.draining import Drain
 from service.grpc_api.server import build_grpc_server
 from service.http_api.app import create_app
 from service.http_api.server import HttpServer
@@ -19,14 +22,19 @@ log = logging.getLogger(__name__)
 class Gateway:
     """Serves ``backend`` over gRPC and HTTP; ports of 0 pick free ones (``grpc_port``, ``http_port``)."""
 
-    def __init__(self, backend: Backend, settings: GatewaySettings, job_manager: object | None = None,
+    def __init__(self, backend: Backend, settings: GatewaySettings, job_manager: JobManager | None = None,
                  host: str | None = None, grpc_port: int | None = None, http_port: int | None = None):
         self.settings = settings
-        self.core = ClassifierService(backend, settings, Metrics())
+        metrics = Metrics()
+        if job_manager is not None:
+            metrics.watch_jobs(job_manager.store)
+        self.core = ClassifierService(backend, settings, metrics)
+        self.drain = Drain()
         self.grpc = None
         try:
-            self.grpc = build_grpc_server(self.core, settings, job_manager, host=host, port=grpc_port)
-            self.http = HttpServer(create_app(self.core, settings, job_manager), settings,
+            self.grpc = build_grpc_server(self.core, settings, job_manager, host=host, port=grpc_port,
+                                          drain=self.drain)
+            self.http = HttpServer(create_app(self.core, settings, job_manager, drain=self.drain), settings,
                                    host=host, port=http_port).start()
         except Exception:
             if self.grpc is not None:
@@ -42,11 +50,24 @@ class Gateway:
     def http_port(self) -> int:
         return self.http.port
 
-    def stop(self, grace_s: float | None = None) -> None:
-        """Refuse new requests on both front ends, finish in-flight ones, then stop batching."""
+    def stop(self, grace_s: float | None = None, drain_s: float | None = None) -> None:
+        """Drain, then stop: readiness fails at once while both ports keep serving for ``drain_s``
+        (load balancers notice); then new API calls are refused with UNAVAILABLE / 503, calls in
+        flight finish within ``grace_s``, and the ports close."""
+        drain_s = self.settings.shutdown_drain_s if drain_s is None else drain_s
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        stoppers = [threading.Thread(target=self.grpc.stop, args=(grace,)),
-                    threading.Thread(target=self.http.stop, args=(grace,))]
+        self.drain.start_draining()
+        self.grpc.drain()
+        if drain_s > 0:
+            log.info("draining: not ready, still serving for %.1fs", drain_s)
+            time.sleep(drain_s)
+        self.drain.refuse()
+        deadline = time.monotonic() + grace
+        if not self.drain.wait_idle(grace):
+            log.warning("%d calls still in flight after the %.1fs grace period", self.drain.in_flight, grace)
+        remaining = max(0.0, deadline - time.monotonic())
+        stoppers = [threading.Thread(target=self.grpc.stop, args=(remaining,)),
+                    threading.Thread(target=self.http.stop, args=(remaining,))]
         for thread in stoppers:
             thread.start()
         for thread in stoppers:

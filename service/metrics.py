@@ -7,6 +7,10 @@ in one process, as they do in the tests, without clashing metric names.
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from jobs.store import JobStore
+from scoring.errors import Unavailable
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -33,6 +37,37 @@ class Metrics:
                                         ["model"], buckets=SIZE_BUCKETS, registry=r)
         self.queue_depth = Gauge("newsclf_queued_documents", "Documents admitted and not yet answered.", registry=r)
 
+    def watch_jobs(self, store: JobStore) -> None:
+        """Add the batch jobs' figures, read from Redis at each scrape (so every gateway
+        reports the same fleet-wide values, whichever one Prometheus asks)."""
+        self.registry.register(JobsCollector(store))
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for ``GET /metrics``."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class JobsCollector:
+    """Jobs by state, the Celery queue's length and documents scored by the workers."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+
+    def collect(self):
+        up = GaugeMetricFamily("newsclf_job_store_up", "1 when the job store (Redis) answered this scrape.")
+        try:
+            states, waiting, documents = self.store.stats()
+        except Unavailable:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("newsclf_jobs", "Jobs known to the job store, by state.", labels=["state"])
+        for state, count in states.items():
+            jobs.add_metric([state], count)
+        yield jobs
+        yield GaugeMetricFamily("newsclf_job_queue_length", "Tasks (job chunks) waiting in the Celery queue.",
+                                value=waiting)
+        yield CounterMetricFamily("newsclf_job_documents", "Documents scored by the batch workers, all jobs.",
+                                  value=documents)

@@ -1,67 +1,42 @@
-"""Typed settings, read once from the environment (prefix ``NEWSCLF_``) and passed down.
-
-Lists are comma-separated in the environment, e.g.
-``NEWSCLF_TFSERVING_ADDRESSES=tfserving-a:8500,tfserving-b:8500``.
-"""
+"""The gateway's typed settings: the shared backend settings and limits, plus its front ends,
+batching and security. Read once from the environment (prefix ``NEWSCLF_``) and passed down."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-CommaList = Annotated[list[str], NoDecode]
-
-
-def split_commas(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+from scoring.settings import BackendSettings, CommaList, Limits, split_commas
 
 
-class BackendSettings(BaseSettings):
-    """Where models come from: the model root, and TF Serving when addresses are given."""
-
-    model_config = SettingsConfigDict(env_prefix="NEWSCLF_", extra="ignore")
-
-    model_root: Path = Path("models")
-    tfserving_addresses: CommaList = Field(default_factory=list)
-    tfserving_timeout_s: float = 10.0
-    tfserving_retries: int = 3
-    tfserving_backoff_s: float = 0.1
-    max_message_bytes: int = 64 * 1024 * 1024
-    model_poll_interval_s: float = 2.0
-
-    _split = field_validator("tfserving_addresses", mode="before")(split_commas)
-
-    @property
-    def backend_kind(self) -> str:
-        return "tfserving" if self.tfserving_addresses else "embedded"
-
-
-class GatewaySettings(BackendSettings):
+class GatewaySettings(BackendSettings, Limits):
     """The gateway's front ends, limits, batching and security."""
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     grpc_port: int = 8600
     http_port: int = 8080
     grpc_workers: int = 64
-    max_documents: int = 256
-    max_chars: int = 100_000
     max_request_bytes: int = 16 * 1024 * 1024
-    max_top_k: int = 46
-    default_top_k: int = 3
     request_timeout_s: float = 30.0
     batch_max_size: int = 64
     batch_max_delay_ms: float = 2.0
     batch_concurrency: int = 2
+    # What one model call, and one of its time steps, cost beyond its texts, in token steps (one
+    # text through one recurrent step): a merged batch is cut by length where that saves more
+    # (docs/benchmarks.md, lengths); a call cost of 0 never cuts.
+    # measured: gru 85 and 45, bilstm 187 and 20 (python -m bench.length_bench score)
+    batch_split_call_cost: int = Field(default=100, ge=0)
+    batch_split_step_cost: int = Field(default=30, ge=0)
     max_queued_documents: int = 4096
     api_keys: CommaList = Field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    shutdown_grace_s: float = 10.0
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    shutdown_drain_s: float = Field(default=5.0, ge=0)
+    allow_open: bool = False
+    metrics_auth: bool = False
 
     _split_keys = field_validator("api_keys", mode="before")(split_commas)
 
@@ -71,3 +46,17 @@ class GatewaySettings(BackendSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both NEWSCLF_TLS_CERT and NEWSCLF_TLS_KEY, or neither")
         return self
+
+    @property
+    def runs_open(self) -> bool:
+        """True when clients beyond this machine could call the API without a key."""
+        return not self.api_keys and not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything

@@ -7,14 +7,20 @@
                      for one epoch on a few hundred documents) and ``ensemble/1`` (their average),
                      real SavedModels with the serving signature, labels, metadata, warmup
                      requests, and ``models.config``.  Read-only for tests: copy it to modify.
+``writable_model_root``  a private copy of it that a test may publish versions into.
+``prediction_server``    the PredictionService test server (tests/support) over the tiny models;
+                     ``start_prediction_server`` starts more with options.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.support.prediction_server import PredictionServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "reuters21578"
@@ -52,3 +58,34 @@ def tiny_model_root(tmp_path_factory, reuters46) -> Path:
     export_ensemble(root, list(TINY_MODELS), labels=reuters46.labels,
                     validation=(val.texts()[:300], val.y[:300]))
     return root.path
+
+@pytest.fixture
+def writable_model_root(tiny_model_root, tmp_path):
+    """A private copy of the tiny model root that a test may publish versions and labels into."""
+    target = tmp_path / "models"
+    shutil.copytree(tiny_model_root, target)
+    from training.layout import ModelRoot
+    return ModelRoot(target)
+
+
+@pytest.fixture
+def start_prediction_server():
+    """Factory: ``start_prediction_server(root, **options)`` -> a started PredictionServer."""
+    servers: list[PredictionServer] = []
+
+    def start(root, **options) -> PredictionServer:
+        path = getattr(root, "path", root)
+        server = PredictionServer(path, **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+def prediction_server(tiny_model_root):
+    """One protocol double over the read-only tiny model root, shared by the session."""
+    with PredictionServer(tiny_model_root) as server:
+        yield server

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {data,train,evaluate,report,label,download}``.
+"""Command line: ``python -m training {data,train,evaluate,report,label,prune,download}``.
 
 Errors a user can fix (wrong variant, missing or corrupt corpus, unwritable model root, bad
 setting) end with one ``error: ...`` line on stderr and exit code 2, never a traceback.
@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from training.corpus import CorpusError
-from training.layout import DEFAULT_SERVING_BASE, ENSEMBLE, VARIANTS, LayoutError, ModelRoot
+from training.layout import DEFAULT_SERVING_BASE, NGRAM, VARIANTS, LayoutError, ModelRoot
 from training.presets import PRESETS, TrainSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_CANDIDATES = (REPO / "data" / "reuters21578.tar.gz", REPO.parent / "shared" / "data" / "reuters21578")
 EXIT_USAGE = 2
+TRAINABLE = (*VARIANTS, NGRAM)
 
 
 class UsageError(Exception):
@@ -76,11 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train and export variants (and the ensemble)")
     with_corpus(p)
     with_root(p)
-    p.add_argument("--variant", default="all", help=f"{'|'.join(VARIANTS)}|all")
+    p.add_argument("--variant", default="all",
+                   help=f"{'|'.join(TRAINABLE)}|all (all: the four variants, the n-gram model, "
+                        "their hybrids and the ensemble)")
     p.add_argument("--preset", default="default", choices=list(PRESETS))
     p.add_argument("--seed", type=int, default=1, help="seed for split, weights and batch order")
     p.add_argument("--name", default=None, help="model name in the root (single variant only)")
-    p.add_argument("--no-ensemble", action="store_true", help="with --variant all: skip the ensemble")
+    p.add_argument("--no-ensemble", action="store_true",
+                   help="with --variant all: skip the hybrids and the ensemble")
+    p.add_argument("--cache-dir", type=Path, default=Path("runs") / "cache",
+                   help="pre-trained weights kept between runs")
     p.add_argument("--log-dir", type=Path, default=Path("runs"), help="TensorBoard logs")
     p.add_argument("--serving-base-path", default=DEFAULT_SERVING_BASE,
                    help="model root as TF Serving sees it, written into models.config")
@@ -108,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", action="store_true")
     p.add_argument("--serving-base-path", default=DEFAULT_SERVING_BASE)
 
+    p = commands.add_parser("prune", help="remove old versions, keeping the newest N and every labelled one")
+    with_root(p)
+    p.add_argument("models", nargs="*", help="model names (default: every model in the root)")
+    p.add_argument("--keep", type=int, required=True, help="newest versions to keep per model (at least 1)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    p.add_argument("--serving-base-path", default=DEFAULT_SERVING_BASE,
+                   help="model root as TF Serving sees it, written into models.config")
+
     p = commands.add_parser("download", help="fetch reuters21578.tar.gz from the UCI repository")
     p.add_argument("--dest", type=Path, default=REPO / "data")
     return parser
@@ -120,6 +134,7 @@ def _load(corpus: Path | None):
 
 def cmd_data(args) -> int:
     from collections import Counter
+
     from training import dataset
     from training.corpus import read_corpus
     source = args.corpus or default_corpus()
@@ -144,9 +159,9 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    if args.variant != "all" and args.variant not in VARIANTS:
-        raise UsageError(f"unknown variant {args.variant!r}; choose one of {', '.join(VARIANTS)} or all")
-    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    if args.variant != "all" and args.variant not in TRAINABLE:
+        raise UsageError(f"unknown variant {args.variant!r}; choose one of {', '.join(TRAINABLE)} or all")
+    variants = list(TRAINABLE) if args.variant == "all" else [args.variant]
     if args.name and len(variants) > 1:
         raise UsageError("--name needs a single --variant")
     from training.presets import preset
@@ -154,31 +169,30 @@ def cmd_train(args) -> int:
     root = ModelRoot(args.model_root)
     root.ensure_writable()
     data = _load(args.corpus)
-    from training.train import train_variant
+    from training.ngrams import train_ngram
+    from training.train import export_combinations, train_variant
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     for variant in variants:
         started = time.perf_counter()
         print(f"[{variant}] training with preset {args.preset}", flush=True)
-        result = train_variant(data, variant, settings[variant], root, name=args.name, preset=args.preset,
-                               seed=args.seed, log_dir=args.log_dir, verbose=verbose,
-                               serving_base=args.serving_base_path)
-        m = result.metadata
+        if variant == NGRAM:
+            m = train_ngram(data, settings[variant], root, name=args.name or NGRAM, preset=args.preset,
+                            seed=args.seed, serving_base=args.serving_base_path)
+        else:
+            m = train_variant(data, variant, settings[variant], root, name=args.name, preset=args.preset,
+                              seed=args.seed, log_dir=args.log_dir, verbose=verbose,
+                              cache_dir=args.cache_dir, serving_base=args.serving_base_path).metadata
         print(f"[{variant}] exported {m.model}/{m.version}: test accuracy "
               f"{m.metrics['test_accuracy']:.4f}, macro-F1 {m.metrics['test_macro_f1']:.4f}, "
-              f"T={m.temperature:.2f}, {result.seconds_per_epoch:.1f} s/epoch, "
+              f"T={m.temperature:.2f}, {m.metrics['train_seconds']:.0f} s training, "
               f"{time.perf_counter() - started:.0f} s total", flush=True)
-    if len(variants) == len(VARIANTS) and not args.no_ensemble:
-        from training.export import export_ensemble
+    if args.variant == "all" and not args.no_ensemble:
         shared = preset(args.preset, **_overrides(args))
-        _, val = data.validation_split(shared.val_fraction, args.seed)
-        test = data.test.head(shared.test_limit)
-        m = export_ensemble(root, variants, labels=data.labels,
-                            validation=(val.texts(shared.text), val.y),
-                            test=(test.texts(shared.text), test.y),
-                            target_precision=shared.target_precision,
-                            serving_base=args.serving_base_path)
-        print(f"[{ENSEMBLE}] exported {m.model}/{m.version}: test accuracy "
-              f"{m.metrics['test_accuracy']:.4f}, macro-F1 {m.metrics['test_macro_f1']:.4f}", flush=True)
+        for m in export_combinations(data, root, list(VARIANTS), shared, seed=args.seed,
+                                     serving_base=args.serving_base_path):
+            weights = ", ".join(f"{k} {w:.2f}" for k, w in m.settings["weights"].items())
+            print(f"[{m.model}] exported {m.model}/{m.version} ({weights}): test accuracy "
+                  f"{m.metrics['test_accuracy']:.4f}, macro-F1 {m.metrics['test_macro_f1']:.4f}", flush=True)
     print(f"models.config  {root.path / 'models.config'}")
     return 0
 
@@ -234,6 +248,26 @@ def cmd_label(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    root = ModelRoot(args.model_root)
+    present = root.models()
+    unknown = [m for m in args.models if m not in present]
+    if unknown:
+        raise UsageError(f"no model {', '.join(map(repr, unknown))} under {root.path}")
+    verb = "would remove" if args.dry_run else "removed"
+    for model in args.models or present:
+        before = root.versions(model)
+        removed, held = root.prune(model, args.keep, dry_run=args.dry_run)
+        left = [v for v in before if v not in removed]
+        print(f"{model}: {verb} {', '.join(map(str, removed)) or 'nothing'}; "
+              f"versions left {', '.join(map(str, left))}")
+        for version, labels in held.items():
+            print(f"{model}: kept {version}: label {', '.join(labels)} points to it")
+    if not args.dry_run:  # also lists models copied in from elsewhere since the last write
+        print(f"models.config  {root.write_models_config(args.serving_base_path)}")
+    return 0
+
+
 def cmd_download(args) -> int:
     from training.download import download
     print(f"wrote {download(args.dest)}")
@@ -241,7 +275,7 @@ def cmd_download(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate,
-            "report": cmd_report, "label": cmd_label, "download": cmd_download}
+            "report": cmd_report, "label": cmd_label, "prune": cmd_prune, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,9 +42,9 @@ def _nll(probs: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return float(-np.mean(np.log(np.maximum(scaled[np.arange(len(y)), y], _EPS))))
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    """Temperature in [0.2, 10] minimising validation NLL (golden-section search on log T)."""
-    lo, hi = np.log(0.2), np.log(10.0)
+def fit_temperature(probs: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.2, 10.0)) -> float:
+    """Temperature within ``bounds`` minimising validation NLL (golden-section search on log T)."""
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
     ratio = (np.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
     fa, fb = _nll(probs, y, np.exp(a)), _nll(probs, y, np.exp(b))

@@ -13,13 +13,18 @@ signature on the validation split (abstain threshold) and, when given, the test 
 (metrics), add labels, metadata, training history and TF Serving warmup requests under
 ``assets.extra/``, publish the folder atomically as the next version and rewrite
 ``models.config``.  Exports are traced with cuDNN kernels disabled so the same SavedModel
-serves on CPU and GPU.
+serves on CPU and GPU; ``kernels="cudnn"`` traces the cuDNN kernels instead, for GPU-only
+serving.  A masked model's graph cuts each batch to its longest text (capped at ``max_length``),
+so its recurrent layer runs as many steps as the batch needs, with the same probabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
@@ -27,14 +32,31 @@ import numpy as np
 import tensorflow as tf
 
 from training.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
+from training.ensemble import MEAN, PRODUCT, choose_weights, pool
 from training.evaluate import HISTORY_FILE, ServingModel, classification_metrics
-from training.layout import (DEFAULT_SERVING_BASE, ENSEMBLE, EXTRA_DIR, INPUT_KEY, LABELS_FILE,
-                             METADATA_FILE, OUTPUT_KEY, SIGNATURE_NAME, WARMUP_FILE, ExportMetadata,
-                             LayoutError, ModelRoot)
+from training.layout import (
+    DEFAULT_SERVING_BASE,
+    ENSEMBLE,
+    EXTRA_DIR,
+    INPUT_KEY,
+    LABELS_FILE,
+    METADATA_FILE,
+    OUTPUT_KEY,
+    SIGNATURE_NAME,
+    WARMUP_FILE,
+    ExportMetadata,
+    LayoutError,
+    ModelRoot,
+)
+from training.lengths import trim_to_longest
 from training.models import TextEncoder, disable_cudnn
 
 WARMUP_SAMPLES = 4
 _TEXT_SPEC = tf.TensorSpec(shape=[None], dtype=tf.string, name=INPUT_KEY)
+# How the serving graph pads a batch: to its longest text, or every text to max_length.
+PAD_TO_LONGEST, PAD_TO_MAX_LENGTH = "longest", "max_length"
+# Recurrent kernels traced into the graph: generic (CPU and GPU) or cuDNN (GPU only).
+GENERIC, CUDNN = "generic", "cudnn"
 
 
 def _scale(probs: tf.Tensor, temperature: float) -> tf.Tensor:
@@ -45,36 +67,100 @@ def _scale(probs: tf.Tensor, temperature: float) -> tf.Tensor:
 
 
 def write_serving_model(path: Path, encoder: TextEncoder, classifier: keras.Model,
-                        temperature: float = 1.0) -> None:
-    """SavedModel at ``path``: ``serving_default(text: string[None]) -> {probabilities}``."""
-    disable_cudnn(classifier)
+                        temperature: float = 1.0, *, pad_to: str | None = None,
+                        kernels: str = GENERIC) -> None:
+    """SavedModel at ``path``: ``serving_default(text: string[None]) -> {probabilities}``.
+
+    ``pad_to``: ``"longest"`` cuts each batch to its longest text, ``"max_length"`` pads every
+    text to ``max_length``; by default the former when the model masks padding (padding then
+    changes nothing) and the latter when it does not.  ``kernels="cudnn"`` traces cuDNN
+    kernels: the graph then runs on a GPU only, and a text without any token is read as one
+    unknown word (cuDNN cannot run a fully masked row).
+    """
+    masked = _masks_padding(classifier)
+    pad_to = pad_to or (PAD_TO_LONGEST if masked else PAD_TO_MAX_LENGTH)
+    if pad_to not in (PAD_TO_LONGEST, PAD_TO_MAX_LENGTH):
+        raise ValueError(f"pad_to must be {PAD_TO_LONGEST!r} or {PAD_TO_MAX_LENGTH!r}, not {pad_to!r}")
+    if pad_to == PAD_TO_LONGEST and not masked:
+        raise ValueError("padding to the longest text changes the answers of a model without masking")
+    if kernels not in (GENERIC, CUDNN):
+        raise ValueError(f"kernels must be {GENERIC!r} or {CUDNN!r}, not {kernels!r}")
+    if kernels == CUDNN and masked and encoder.padding != "post":
+        raise ValueError("cuDNN kernels need texts padded at the end (padding='post')")
     archive = keras.export.ExportArchive()
     archive.track(encoder.vectorizer)
     archive.track(classifier)
 
     def serve(text):
-        probs = classifier(encoder(text), training=False)
+        ids = encoder(text)
+        if pad_to == PAD_TO_LONGEST:
+            ids = trim_to_longest(ids, encoder.padding)
+        if kernels == CUDNN:
+            empty = tf.equal(tf.reduce_max(ids, axis=1, keepdims=True), 0)
+            first = tf.equal(tf.range(tf.shape(ids)[1]), 0)[None, :]
+            ids = tf.where(empty & first, tf.ones_like(ids), ids)
+        probs = classifier(ids, training=False)
         return {OUTPUT_KEY: _scale(probs, temperature)}
 
-    archive.add_endpoint(name=SIGNATURE_NAME, fn=serve, input_signature=[_TEXT_SPEC])
-    archive.write_out(str(path), verbose=False)
+    with _traced_kernels(classifier, kernels):
+        archive.add_endpoint(name=SIGNATURE_NAME, fn=serve, input_signature=[_TEXT_SPEC])
+        archive.write_out(str(path), verbose=False)
+
+
+def _masks_padding(classifier: keras.Model) -> bool:
+    return any(getattr(layer, "mask_zero", False)
+               for layer in classifier._flatten_layers(include_self=False, recursive=True))
+
+
+@contextlib.contextmanager
+def _traced_kernels(classifier: keras.Model, kernels: str) -> Iterator[None]:
+    """Trace generic kernels, or cuDNN ones even on a machine without a GPU.
+
+    Keras picks cuDNN only when it sees a GPU at trace time; a GPU-only export is traced on
+    any machine by telling it one is there while the graph is built (nothing runs meanwhile).
+    """
+    if kernels == GENERIC:
+        disable_cudnn(classifier)
+        yield
+        return
+    recurrent = [layer for layer in classifier._flatten_layers(include_self=False, recursive=True)
+                 if hasattr(layer, "use_cudnn")]
+    if not recurrent:
+        raise ValueError(f"model {classifier.name!r} has no recurrent layer to run on cuDNN")
+    for layer in recurrent:
+        layer.use_cudnn = True
+    rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
+    sees_gpu = rnn._is_gpu_available
+    rnn._is_gpu_available = lambda: True
+    try:
+        yield
+    finally:
+        rnn._is_gpu_available = sees_gpu
+        disable_cudnn(classifier)
 
 
 class _Ensemble(tf.Module):
-    def __init__(self, members: list[Path], temperature: float):
+    def __init__(self, members: list[Path], temperature: float, weights: list[float], pooling: str):
         super().__init__()
         self.members = [tf.saved_model.load(str(p)) for p in members]
         self.temperature = temperature
+        self.weights = [float(w) for w in weights]
+        self.pooling = pooling
 
     @tf.function(input_signature=[_TEXT_SPEC])
     def serve(self, text):
         probs = [m.signatures[SIGNATURE_NAME](**{INPUT_KEY: text})[OUTPUT_KEY] for m in self.members]
-        return {OUTPUT_KEY: _scale(tf.add_n(probs) / len(probs), self.temperature)}
+        if self.pooling == MEAN:
+            return {OUTPUT_KEY: _scale(tf.add_n([w * p for w, p in zip(self.weights, probs)]), self.temperature)}
+        logits = tf.add_n([w * tf.math.log(tf.maximum(p, 1e-12)) for w, p in zip(self.weights, probs)])
+        return {OUTPUT_KEY: tf.nn.softmax(logits / self.temperature, axis=-1)}
 
 
-def write_ensemble_model(path: Path, members: list[Path], temperature: float = 1.0) -> None:
-    """SavedModel averaging the members' probabilities; the members are copied into the graph."""
-    module = _Ensemble(members, temperature)
+def write_ensemble_model(path: Path, members: list[Path], temperature: float = 1.0,
+                         weights: list[float] | None = None, pooling: str = MEAN) -> None:
+    """SavedModel pooling the members' probabilities: weighted arithmetic (``mean``, equal weights
+    by default) or geometric (``product``) mean; the members are copied into the graph."""
+    module = _Ensemble(members, temperature, weights or [1.0 / len(members)] * len(members), pooling)
     tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serve})
 
 
@@ -95,8 +181,8 @@ def write_warmup(path: Path, model_name: str, texts: list[str]) -> Path:
 
 def _finish(root: ModelRoot, staging: Path, metadata: ExportMetadata,
             validation: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray] | None,
-            history: dict | None, serving_base: str) -> ExportMetadata:
-    served = ServingModel(staging)
+            history: dict | None, serving_base: str, scored: Path | None = None) -> ExportMetadata:
+    served = ServingModel(scored or staging)
     val_texts, val_y = validation
     val_probs = served.predict(val_texts)
     target = metadata.settings.get("target_precision", 0.97)
@@ -125,29 +211,64 @@ def export_model(root: ModelRoot, name: str, encoder: TextEncoder, classifier: k
                  validation: tuple[list[str], np.ndarray],
                  test: tuple[list[str], np.ndarray] | None = None,
                  temperature: float = 1.0, history: dict | None = None,
-                 extra_metrics: dict[str, float] | None = None,
+                 extra_metrics: dict[str, float] | None = None, kernels: str = GENERIC,
                  serving_base: str = DEFAULT_SERVING_BASE) -> ExportMetadata:
-    """Export one trained classifier as the next version of ``name``; returns its metadata."""
+    """Export one trained classifier as the next version of ``name``; returns its metadata.
+
+    With ``kernels="cudnn"`` the published graph needs a GPU, so the figures in its metadata
+    come from the same weights traced with the generic kernels.
+    """
+    metadata = ExportMetadata(model=name, version=0, variant=variant, preset=preset,
+                              settings=settings, labels=list(labels), temperature=temperature,
+                              metrics=dict(extra_metrics or {}))
+    stand_in = None
+    if kernels != GENERIC:
+        def stand_in(path: Path) -> None:
+            write_serving_model(path, encoder, classifier, temperature)
+    return export_savedmodel(
+        root, name, lambda path: write_serving_model(path, encoder, classifier, temperature, kernels=kernels),
+        metadata, validation=validation, test=test, history=history, stand_in=stand_in,
+        serving_base=serving_base)
+
+
+def export_savedmodel(root: ModelRoot, name: str, write: Callable[[Path], None], metadata: ExportMetadata, *,
+                      validation: tuple[list[str], np.ndarray],
+                      test: tuple[list[str], np.ndarray] | None = None, history: dict | None = None,
+                      stand_in: Callable[[Path], None] | None = None,
+                      serving_base: str = DEFAULT_SERVING_BASE) -> ExportMetadata:
+    """Export whatever ``write(path)`` saves (a raw-text ``serving_default`` signature) as the
+    next version of ``name``, scored, thresholded and described like every other model.
+
+    ``stand_in(path)``, when given, saves an equivalent SavedModel that runs on this machine;
+    it is scored in place of the export (which may need hardware this machine lacks).
+    """
     staging = root.staging_dir(name)
+    scored = None
     try:
-        write_serving_model(staging, encoder, classifier, temperature)
-        metadata = ExportMetadata(model=name, version=0, variant=variant, preset=preset,
-                                  settings=settings, labels=list(labels), temperature=temperature,
-                                  metrics=dict(extra_metrics or {}))
-        return _finish(root, staging, metadata, validation, test, history, serving_base)
+        write(staging)
+        if stand_in is not None:
+            scored = root.staging_dir(name)
+            stand_in(scored)
+        return _finish(root, staging, metadata, validation, test, history, serving_base, scored)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if scored is not None:
+            shutil.rmtree(scored, ignore_errors=True)
 
 
 def export_ensemble(root: ModelRoot, members: list[str], *, labels: list[str] | tuple[str, ...],
                     validation: tuple[list[str], np.ndarray],
                     test: tuple[list[str], np.ndarray] | None = None, name: str = ENSEMBLE,
-                    calibrate: bool = True, target_precision: float = 0.97,
+                    calibrate: bool = True, target_precision: float = 0.97, weighted: bool = False,
+                    variant: str = ENSEMBLE,
                     serving_base: str = DEFAULT_SERVING_BASE) -> ExportMetadata:
     """Export the average of the latest versions of ``members`` as the next version of ``name``.
 
     The members must share the label list; the ensemble gets its own temperature (fitted on
     validation) and abstain threshold, since averaging changes how confident answers are.
+    ``weighted`` instead pools with a weighted geometric mean whose weights and temperature are
+    fitted on validation (:func:`training.ensemble.choose_weights`); members left with no weight
+    are not part of the exported graph.
     """
     if not members:
         raise LayoutError("an ensemble needs at least one member")
@@ -160,17 +281,26 @@ def export_ensemble(root: ModelRoot, members: list[str], *, labels: list[str] | 
             raise LayoutError(f"ensemble member {member}/{version} has different labels")
         dirs.append(root.version_dir(member, version))
         versions[member] = version
-    temperature = 1.0
+    member_probs = [ServingModel(d).predict(validation[0]) for d in dirs] if weighted or calibrate else []
+    pooling, weights, temperature = MEAN, np.full(len(dirs), 1.0 / len(dirs)), 1.0
+    if weighted:
+        pooling = PRODUCT
+        weights, temperature = choose_weights(member_probs, validation[1])
+    kept = [i for i, w in enumerate(weights) if w > 0]
+    dirs, weights = [dirs[i] for i in kept], weights[kept]
+    versions = {m: v for i, (m, v) in enumerate(versions.items()) if i in kept}
     if calibrate:
-        averaged = np.mean([ServingModel(d).predict(validation[0]) for d in dirs], axis=0)
-        temperature = fit_temperature(averaged, validation[1])
-        val_ece = expected_calibration_error(averaged, validation[1])
-        val_ece_scaled = expected_calibration_error(apply_temperature(averaged, temperature), validation[1])
+        pooled = pool([member_probs[i] for i in kept], weights, pooling)
+        if not weighted:
+            temperature = fit_temperature(pooled, validation[1])
+        val_ece = expected_calibration_error(pooled, validation[1])
+        val_ece_scaled = expected_calibration_error(apply_temperature(pooled, temperature), validation[1])
     staging = root.staging_dir(name)
     try:
-        write_ensemble_model(staging, dirs, temperature)
-        settings = {"members": versions, "target_precision": target_precision}
-        metadata = ExportMetadata(model=name, version=0, variant=ENSEMBLE, preset="ensemble",
+        write_ensemble_model(staging, dirs, temperature, list(weights), pooling)
+        settings = {"members": versions, "weights": dict(zip(versions, map(float, weights))),
+                    "pooling": pooling, "target_precision": target_precision}
+        metadata = ExportMetadata(model=name, version=0, variant=variant, preset="ensemble",
                                   settings=settings, labels=list(labels), temperature=temperature,
                                   members=[f"{m}/{v}" for m, v in versions.items()])
         if calibrate:

@@ -30,6 +30,7 @@ INPUT_KEY = "text"
 OUTPUT_KEY = "probabilities"
 VARIANTS = ("rnn", "lstm", "gru", "bilstm")
 ENSEMBLE = "ensemble"
+NGRAM = "ngram"  # the TF-IDF 1-2-gram linear model (training/ngrams.py)
 EXTRA_DIR = "assets.extra"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"
@@ -37,9 +38,13 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 VERSION_LABELS_FILE = "version_labels.json"
 MODELS_CONFIG = "models.config"
 DEFAULT_SERVING_BASE = "/models"
+# Exports are world-readable so that TF Serving, gateways and workers read them under any uid
+# (Kubernetes runAsUser, NFS, models copied in from another machine).
+DIR_MODE = 0o755
+FILE_MODE = 0o644
 
-_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_LABEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
+_LABEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
 
 class LayoutError(Exception):
@@ -138,7 +143,9 @@ class ModelRoot:
     # -- writing -------------------------------------------------------------------------
     def ensure_writable(self) -> None:
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if not self.path.is_dir():
+                self.path.mkdir(parents=True, exist_ok=True)
+                self.path.chmod(DIR_MODE)
             with tempfile.NamedTemporaryFile(dir=self.path, prefix=".probe-"):
                 pass
         except OSError as exc:
@@ -149,7 +156,9 @@ class ModelRoot:
         check_model_name(model)
         self.ensure_writable()
         base = self.path / model
-        base.mkdir(parents=True, exist_ok=True)
+        if not base.is_dir():
+            base.mkdir(parents=True, exist_ok=True)
+            base.chmod(DIR_MODE)
         return Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
 
     def publish(self, staging: Path, model: str) -> int:
@@ -161,6 +170,7 @@ class ModelRoot:
         staging = Path(staging)
         if not (staging / "saved_model.pb").is_file():
             raise LayoutError(f"{staging} holds no saved_model.pb")
+        make_world_readable(staging)
         while True:
             version = (self.latest(model) or 0) + 1
             metadata_path = staging / EXTRA_DIR / METADATA_FILE
@@ -195,6 +205,28 @@ class ModelRoot:
 
     def remove_version(self, model: str, version: int) -> None:
         shutil.rmtree(self.version_dir(model, version))
+
+    def prune(self, model: str, keep: int, dry_run: bool = False) -> tuple[list[int], dict[int, list[str]]]:
+        """Remove all but the newest ``keep`` versions of ``model``; never a labelled version.
+
+        Returns the removed versions and the older versions kept because a label points to
+        them (label names by version). Each folder is first renamed to a hidden name, so a
+        poller stops seeing the version at once and never sees it half deleted.
+        """
+        if keep < 1:
+            raise LayoutError(f"--keep must be at least 1 (the newest version is always served), got {keep}")
+        labelled: dict[int, list[str]] = {}
+        for label, version in self.version_labels(model).items():
+            labelled.setdefault(version, []).append(label)
+        older = self.versions(model)[:-keep]
+        removed = [v for v in older if v not in labelled]
+        held = {v: sorted(labelled[v]) for v in older if v in labelled}
+        if not dry_run:
+            for version in removed:
+                hidden = Path(tempfile.mkdtemp(prefix=f".pruning-{version}-", dir=self.path / model))
+                os.rename(self.version_dir(model, version), hidden / "version")
+                shutil.rmtree(hidden)
+        return removed, held
 
     def models_config(self, serving_base: str = DEFAULT_SERVING_BASE) -> str:
         """TF Serving's ``model_config_list`` for every model under the root.
@@ -237,4 +269,15 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
+
+
+def make_world_readable(path: Path) -> None:
+    """``DIR_MODE`` on ``path`` and every folder under it, ``FILE_MODE`` on every file."""
+    path.chmod(DIR_MODE)
+    for folder, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), DIR_MODE)
+        for name in files:
+            os.chmod(os.path.join(folder, name), FILE_MODE)

@@ -102,16 +102,18 @@ class MaskedPooling(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _recurrent(variant: str, units: int, return_sequences: bool) -> keras.layers.Layer:
+def recurrent_layer(variant: str, units: int, return_sequences: bool, name: str | None = None) -> keras.layers.Layer:
+    """The variant's recurrent layer, named after the variant unless ``name`` says otherwise."""
+    name = name or variant
     if variant == "rnn":
-        return keras.layers.SimpleRNN(units, return_sequences=return_sequences, name="rnn")
+        return keras.layers.SimpleRNN(units, return_sequences=return_sequences, name=name)
     if variant == "lstm":
-        return keras.layers.LSTM(units, return_sequences=return_sequences, name="lstm")
+        return keras.layers.LSTM(units, return_sequences=return_sequences, name=name)
     if variant == "gru":
-        return keras.layers.GRU(units, return_sequences=return_sequences, name="gru")
+        return keras.layers.GRU(units, return_sequences=return_sequences, name=name)
     if variant == "bilstm":
         return keras.layers.Bidirectional(
-            keras.layers.LSTM(units, return_sequences=return_sequences), name="bilstm")
+            keras.layers.LSTM(units, return_sequences=return_sequences), name=name)
     raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
@@ -131,7 +133,7 @@ def build_classifier(variant: str, settings: TrainSettings, n_labels: int,
                                name="embedding")(ids)
     if settings.embedding_dropout:
         x = keras.layers.SpatialDropout1D(settings.embedding_dropout, name="embedding_dropout")(x)
-    x = _recurrent(variant, settings.units, return_sequences=pooled)(x)
+    x = recurrent_layer(variant, settings.units, return_sequences=pooled)(x)
     if pooled:
         x = MaskedPooling(settings.pooling, name=f"{settings.pooling}_pool")(x)
     if settings.dropout:

@@ -24,11 +24,16 @@ class TrainSettings(BaseModel):
     truncating: Literal["pre", "post"] = Field("post", description="which end long texts lose")
     padding: Literal["pre", "post"] = Field("post", description="which end short texts are padded")
     mask: bool = Field(True, description="mask padding in the recurrent layer")
+    length_buckets: bool = Field(True, description="train on batches of similar-length texts, each cut "
+                                                   "to its longest (masked models only)")
     embedding_dim: int = Field(128, ge=1)
     embedding_init: Literal["random", "word2vec"] = Field(
         "word2vec", description="embedding start: uniform random, or word2vec pre-trained on the "
                                 "training and unlabelled corpus text")
     word2vec_epochs: int = Field(10, ge=1, description="passes of word2vec pre-training")
+    lm_epochs: int = Field(0, ge=0, description="passes of language-model pre-training of the embedding and "
+                                                 "recurrent layer on the training and unlabelled corpus text "
+                                                 "(0: none)")
     embedding_dropout: float = Field(0.2, ge=0, lt=1, description="spatial dropout on embeddings")
     units: int = Field(64, ge=1, description="recurrent units (per direction for bilstm)")
     pooling: Literal["last", "max", "mean", "meanmax"] = Field(
@@ -41,6 +46,8 @@ class TrainSettings(BaseModel):
     class_weight: Literal["none", "sqrt", "balanced"] = "none"
     patience: int = Field(3, ge=0, description="epochs without val-loss improvement before stopping")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of training data held out")
+    ngram_min_df: int = Field(2, ge=1, description="n-gram model: keep 1-2-grams in at least this many fit documents")
+    ngram_c: float = Field(1.0, gt=0, description="n-gram model: the linear SVM's C")
     calibrate: bool = Field(True, description="fit a temperature on validation and bake it in")
     target_precision: float = Field(0.97, gt=0, le=1, description="abstain threshold's precision")
     train_limit: int | None = Field(None, ge=1, description="use only the first N training docs")

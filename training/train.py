@@ -7,6 +7,10 @@ Public API
     pre-trains word embeddings on that text and the corpus's unlabelled stories, trains with
     early stopping on validation loss (best weights restored), fits a temperature on
     validation, and exports through :func:`training.export.export_model`.
+``export_combinations(data, root, variants, settings, seed=...) -> list[ExportMetadata]``
+    Exports each variant's hybrid with the n-gram model (``<variant>-ngram``) and, for more
+    than one variant, the ensemble of all of them and the n-gram model, with weights chosen on
+    the validation split of the same seed.
 """
 
 from __future__ import annotations
@@ -19,12 +23,17 @@ import keras
 import numpy as np
 
 from training.calibration import apply_temperature, expected_calibration_error, fit_temperature
-from training.dataset import Reuters46, texts_of
+from training.corpus import Document
+from training.dataset import Reuters46, Split, texts_of
 from training.embeddings import pretrain
-from training.export import export_model
-from training.layout import DEFAULT_SERVING_BASE, ExportMetadata, ModelRoot
+from training.export import export_ensemble, export_model
+from training.layout import DEFAULT_SERVING_BASE, ENSEMBLE, NGRAM, ExportMetadata, ModelRoot
+from training.lengths import fit_arguments
 from training.models import TextEncoder, build_classifier
 from training.presets import TrainSettings
+from training.pretrain import load_into, pretrain_encoder
+
+HYBRID = "hybrid"
 
 
 @dataclass
@@ -32,6 +41,9 @@ class TrainResult:
     metadata: ExportMetadata
     history: dict[str, list[float]]
     epoch_seconds: list[float] = field(default_factory=list)
+    # the trained model itself, to export it again in another form (benchmarks)
+    encoder: TextEncoder | None = None
+    classifier: keras.Model | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -63,6 +75,12 @@ def class_weights(y: np.ndarray, n_labels: int, mode: str) -> dict[int, float] |
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def pretraining_documents(data: Reuters46, fit: Split, limit: int | None = None) -> tuple[Document, ...]:
+    """What pre-training may read: the fit split and the unlabelled stories (the first ``limit``),
+    never validation or test."""
+    return fit.documents + data.unlabelled[:limit]
+
+
 def _optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate = settings.learning_rate
     if settings.lr_schedule == "cosine":
@@ -73,12 +91,13 @@ def _optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizer
 
 def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: ModelRoot, *,
                   name: str | None = None, preset: str = "custom", seed: int = 1,
-                  log_dir: Path | None = None, verbose: int = 0,
+                  log_dir: Path | None = None, verbose: int = 0, cache_dir: Path | None = None,
                   serving_base: str = DEFAULT_SERVING_BASE) -> TrainResult:
     """Train ``variant`` on ``data`` with ``settings`` and export it into ``root``.
 
     ``name`` is the model name in the root (the variant by default); ``log_dir`` receives
-    TensorBoard logs under ``<log_dir>/<name>``; ``verbose`` is Keras' progress level.
+    TensorBoard logs under ``<log_dir>/<name>``; ``verbose`` is Keras' progress level;
+    ``cache_dir`` keeps pre-trained weights between runs.
     The same ``seed`` gives the same split, initial weights and batch order.
     """
     name = name or variant
@@ -94,11 +113,17 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     n_labels = len(data.labels)
     started = time.monotonic()
     embeddings = None
+    corpus_texts = texts_of(pretraining_documents(data, fit, settings.train_limit), settings.text)
     if settings.embedding_init == "word2vec":
-        embeddings = pretrain(encoder, fit_texts + texts_of(data.unlabelled[:settings.train_limit], settings.text),
-                              settings.embedding_dim, settings.word2vec_epochs, seed)
+        embeddings = pretrain(encoder, corpus_texts, settings.embedding_dim, settings.word2vec_epochs, seed,
+                              cache_dir)
+    encoder_weights = None
+    if settings.lm_epochs:
+        encoder_weights = pretrain_encoder(encoder, corpus_texts, variant, settings, seed, embeddings, cache_dir)
     pretrain_seconds = time.monotonic() - started
     classifier = build_classifier(variant, settings, n_labels, encoder.vocabulary_size(), embeddings)
+    if encoder_weights is not None:
+        load_into(classifier, variant, encoder_weights)
     steps = int(np.ceil(len(x_fit) / settings.batch_size))
     classifier.compile(optimizer=_optimizer(settings, steps),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -112,8 +137,8 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(log_dir) / name), write_graph=False))
     fitted = classifier.fit(
-        x_fit, fit.y, validation_data=(x_val, val.y), epochs=settings.epochs,
-        batch_size=settings.batch_size, shuffle=True, verbose=verbose, callbacks=callbacks,
+        **fit_arguments(settings, (x_fit, fit.y), (x_val, val.y), seed), epochs=settings.epochs,
+        verbose=verbose, callbacks=callbacks,
         class_weight=class_weights(fit.y, n_labels, settings.class_weight))
     history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
 
@@ -132,4 +157,28 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
         settings={**settings.model_dump(), "seed": seed}, labels=data.labels,
         validation=(val_texts, val.y), test=(test.texts(settings.text), test.y),
         temperature=temperature, history=history, extra_metrics=extra, serving_base=serving_base)
-    return TrainResult(metadata, history, timer.seconds)
+    return TrainResult(metadata, history, timer.seconds, encoder, classifier)
+
+
+def hybrid_name(variant: str) -> str:
+    """The model name of ``variant`` combined with the n-gram model, e.g. ``bilstm-ngram``."""
+    return f"{variant}-{NGRAM}"
+
+
+def export_combinations(data: Reuters46, root: ModelRoot, variants: list[str], settings: TrainSettings, *,
+                        seed: int = 1, serving_base: str = DEFAULT_SERVING_BASE) -> list[ExportMetadata]:
+    """Hybrids of each of ``variants`` with the n-gram model, then their ensemble.
+
+    Every member must be exported in ``root`` from the same ``seed``, so the validation split
+    the weights are chosen on is one none of them was fitted on.
+    """
+    _, val = data.validation_split(settings.val_fraction, seed)
+    test = data.test.head(settings.test_limit)
+    common = dict(labels=data.labels, validation=(val.texts(settings.text), val.y),
+                  test=(test.texts(settings.text), test.y), weighted=True,
+                  target_precision=settings.target_precision, serving_base=serving_base)
+    exported = [export_ensemble(root, [variant, NGRAM], name=hybrid_name(variant), variant=HYBRID, **common)
+                for variant in variants]
+    if len(variants) > 1:
+        exported.append(export_ensemble(root, [*variants, NGRAM], name=ENSEMBLE, **common))
+    return exported

@@ -1,30 +1,23 @@
 """``newsclf`` / ``python -m service.client``: classify text and manage jobs over gRPC or HTTP.
 
-Subcommands come from modules exposing ``add_commands(subparsers)``: ``classify`` (this
-package) and, when installed, ``service.client.jobs``. Each subcommand sets ``func(args) -> int``.
+Subcommands come from ``classify`` (classify, models) and ``jobs`` (submit, status, wait,
+cancel, jobs); each sets ``func(args) -> int``. Both talk to the gateway through one
+``transport.Transport``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from service.client import classify, jobs
 from service.client.transport import ClientError
-
-COMMAND_MODULES = ("service.client.classify", "service.client.jobs")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="newsclf", description="Client of the newsclf gateway.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # optional command set not installed
-            raise
+    for module in (classify, jobs):
         module.add_commands(subparsers)
     return parser
 

@@ -1,6 +1,6 @@
 """``submit``, ``status``, ``wait``, ``cancel`` and ``jobs`` subcommands: batch jobs over gRPC or HTTP.
 
-Both transports return the HTTP JSON shape of a job (``worker.jobs.Job``), so the commands
+Both transports return the HTTP JSON shape of a job (``jobs.model.Job``), so the commands
 print the same thing whichever is used.
 """
 
@@ -10,74 +10,27 @@ import argparse
 import json
 import sys
 import time
+import uuid
 
-from service.client.transport import ClientError, GrpcTransport, Transport, common_options, open_transport
+from service.client.transport import ClientError, Transport, common_options, open_transport
 
 FINAL_STATES = ("done", "failed", "cancelled")
 BAR_WIDTH = 30
 
 
-class JobsClient:
-    """The four job calls on top of an open transport."""
-
-    def __init__(self, transport: Transport):
-        self.transport = transport
-        if isinstance(transport, GrpcTransport):
-            from service.protos import load
-            self.pb = load("jobs_pb2")
-            self.stub = load("jobs_pb2_grpc").JobsStub(transport.channel)
-
-    @property
-    def grpc(self) -> bool:
-        return isinstance(self.transport, GrpcTransport)
-
-    def submit(self, request: dict) -> dict:
-        if not self.grpc:
-            body = {key: value for key, value in request.items() if value is not None}
-            return self.transport.request("POST", "/v1/jobs", json=body)
-        fields = {key: value for key, value in request.items() if value is not None}
-        return job_from_proto(self.transport.call(self.stub.SubmitJob, self.pb.SubmitJobRequest(**fields)))
-
-    def get(self, job_id: str) -> dict:
-        if not self.grpc:
-            return self.transport.request("GET", f"/v1/jobs/{job_id}")
-        return job_from_proto(self.transport.call(self.stub.GetJob, self.pb.GetJobRequest(id=job_id)))
-
-    def cancel(self, job_id: str) -> dict:
-        if not self.grpc:
-            return self.transport.request("DELETE", f"/v1/jobs/{job_id}")
-        return job_from_proto(self.transport.call(self.stub.CancelJob, self.pb.CancelJobRequest(id=job_id)))
-
-    def list(self, limit: int = 50, state: str | None = None) -> list[dict]:
-        if not self.grpc:
-            params = {"limit": limit} | ({"state": state} if state else {})
-            return self.transport.request("GET", "/v1/jobs", params=params)["jobs"]
-        response = self.transport.call(self.stub.ListJobs, self.pb.ListJobsRequest(limit=limit, state=state or ""))
-        return [job_from_proto(job) for job in response.jobs]
-
-    def wait(self, job_id: str, interval: float = 1.0, max_wait: float | None = None,
-             progress=None) -> dict:
-        """Poll until the job finishes; ``progress(job)`` is called after every poll."""
-        deadline = None if max_wait is None else time.monotonic() + max_wait
-        while True:
-            job = self.get(job_id)
-            if progress is not None:
-                progress(job)
-            if job["state"] in FINAL_STATES:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ClientError("DEADLINE_EXCEEDED", f"job {job_id} still {job['state']} after {max_wait}s")
-            time.sleep(interval)
-
-
-def job_from_proto(message) -> dict:
-    """A ``Job`` message as the HTTP JSON shape (unset optional fields become None)."""
-    job = {}
-    for field in message.DESCRIPTOR.fields:
-        unset = field.has_presence and not message.HasField(field.name)
-        job[field.name] = None if unset else getattr(message, field.name)
-    job["version_label"] = job["version_label"] or None
-    return job
+def wait(transport: Transport, job_id: str, interval: float = 1.0, max_wait: float | None = None,
+         progress=None) -> dict:
+    """Poll until the job finishes; ``progress(job)`` is called after every poll."""
+    deadline = None if max_wait is None else time.monotonic() + max_wait
+    while True:
+        job = transport.get_job(job_id)
+        if progress is not None:
+            progress(job)
+        if job["state"] in FINAL_STATES:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ClientError("DEADLINE_EXCEEDED", f"job {job_id} still {job['state']} after {max_wait}s")
+        time.sleep(interval)
 
 
 def progress_line(job: dict) -> str:
@@ -124,44 +77,44 @@ def run_submit(args: argparse.Namespace) -> int:
     request = {"input": args.input, "format": args.format, "id_field": args.id_field,
                "text_field": args.text_field, "model": args.model, "version": args.version,
                "version_label": args.version_label, "top_k": args.top_k, "csv": args.csv or None,
-               "chunk_size": args.chunk_size}
+               "chunk_size": args.chunk_size,
+               "idempotency_key": args.idempotency_key or uuid.uuid4().hex}
     with open_transport(args) as transport:
-        client = JobsClient(transport)
-        job = client.submit(request)
+        job = transport.submit_job(request)
         if not args.wait:
             print(job["id"] if not args.json else json.dumps(job, indent=2))
             return 0
         print(f"job {job['id']} queued", file=sys.stderr)
-        job = client.wait(job["id"], args.interval, progress=None if args.json else print_progress)
+        job = wait(transport, job["id"], args.interval, progress=None if args.json else print_progress)
     _show(job, args.json)
     return _exit_code(job)
 
 
 def _one_job(args: argparse.Namespace, call, exit_code=lambda job: 0) -> int:
-    """Open the transport, run ``call(client)`` for one job, print it, return ``exit_code(job)``."""
+    """Open the transport, run ``call(transport)`` for one job, print it, return ``exit_code(job)``."""
     with open_transport(args) as transport:
-        job = call(JobsClient(transport))
+        job = call(transport)
     _show(job, args.json)
     return exit_code(job)
 
 
 def run_status(args: argparse.Namespace) -> int:
-    return _one_job(args, lambda client: client.get(args.job_id))
+    return _one_job(args, lambda transport: transport.get_job(args.job_id))
 
 
 def run_wait(args: argparse.Namespace) -> int:
     progress = None if args.json else print_progress
-    return _one_job(args, lambda client: client.wait(args.job_id, args.interval, args.max_wait, progress),
+    return _one_job(args, lambda transport: wait(transport, args.job_id, args.interval, args.max_wait, progress),
                     _exit_code)
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    return _one_job(args, lambda client: client.cancel(args.job_id))
+    return _one_job(args, lambda transport: transport.cancel_job(args.job_id))
 
 
 def run_list(args: argparse.Namespace) -> int:
     with open_transport(args) as transport:
-        jobs = JobsClient(transport).list(args.limit, args.state)
+        jobs = transport.list_jobs(args.limit, args.state)
     if args.json:
         print(json.dumps(jobs, indent=2))
         return 0
@@ -191,6 +144,8 @@ def add_commands(subparsers) -> None:
     submit.add_argument("--top-k", type=int, help="topics per document (default: the server's)")
     submit.add_argument("--csv", action="store_true", help="also write results.csv")
     submit.add_argument("--chunk-size", type=int, help="documents per worker task (default: the server's)")
+    submit.add_argument("--idempotency-key", help="the same key again returns the job it first created "
+                        "(default: a fresh key per command, so one command never queues two jobs)")
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     submit.set_defaults(func=run_submit)
 

@@ -1,8 +1,8 @@
-"""Client side of both transports behind one small interface, returning the HTTP JSON shapes.
+"""The client side of both transports behind one interface that covers every call of the API.
 
-Other command modules (e.g. ``service.client.jobs``) reuse ``common_options`` as a parent
-parser and ``open_transport`` for the connection (``.channel`` / ``.metadata`` for gRPC,
-``.request(method, path, json=, params=)`` / ``.base_url`` for HTTP).
+Both return the HTTP API's JSON shapes (gRPC converts through ``service.messages``), so the
+commands print the same thing whichever transport is chosen. Command modules reuse
+``common_options`` as a parent parser and ``open_transport`` for the connection.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from urllib.parse import urlencode
 
 import grpc
 import urllib3
+from google.protobuf import json_format
 
 from service.auth import GRPC_METADATA_KEY, HTTP_HEADER
+from service.messages import from_dict, to_dict
+from service.protos import classifier_pb2, classifier_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 DEFAULT_ADDRESS = {"grpc": "localhost:8600", "http": "localhost:8080"}
 
@@ -44,6 +47,8 @@ def common_options() -> argparse.ArgumentParser:
 
 
 class Transport(abc.ABC):
+    """Every call of the gateway's API, answered in the HTTP API's JSON shapes by either transport."""
+
     timeout: float
 
     @abc.abstractmethod
@@ -54,6 +59,22 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def models(self) -> dict:
         """The ``/v1/models`` JSON shape."""
+
+    @abc.abstractmethod
+    def submit_job(self, request: dict) -> dict:
+        """Queue a job (``POST /v1/jobs`` body; None values mean the server's default)."""
+
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> dict:
+        """A job's state and progress."""
+
+    @abc.abstractmethod
+    def cancel_job(self, job_id: str) -> dict:
+        """Cancel a queued or running job; returns it."""
+
+    @abc.abstractmethod
+    def list_jobs(self, limit: int = 50, state: str | None = None) -> list[dict]:
+        """The newest jobs, optionally only those in ``state``."""
 
     def close(self) -> None:
         pass
@@ -68,9 +89,6 @@ class Transport(abc.ABC):
 class GrpcTransport(Transport):
     def __init__(self, address: str, api_key: str | None = None, tls: bool = False, ca_cert: Path | None = None,
                  timeout: float = 30.0):
-        from service.protos import classifier_pb2, classifier_pb2_grpc
-
-        self.pb = classifier_pb2
         self.address = address
         self.timeout = timeout
         if tls:
@@ -79,7 +97,8 @@ class GrpcTransport(Transport):
         else:
             self.channel = grpc.insecure_channel(address)
         self.metadata = ((GRPC_METADATA_KEY, api_key),) if api_key else ()
-        self.stub = classifier_pb2_grpc.ClassifierStub(self.channel)
+        self.classifier = classifier_pb2_grpc.ClassifierStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
 
     def call(self, method, request):
         """Invoke a unary stub method with the deadline and key; raise ``ClientError`` on failure."""
@@ -88,29 +107,34 @@ class GrpcTransport(Transport):
         except grpc.RpcError as exc:
             raise ClientError(exc.code().name, exc.details() or "") from None
 
+    @staticmethod
+    def message(data: dict, message_class):
+        """A request message from JSON-shaped ``data``; a value it cannot hold is the caller's error."""
+        try:
+            return from_dict(data, message_class)
+        except json_format.ParseError as exc:
+            raise ClientError("INVALID_ARGUMENT", str(exc)) from None
+
     def classify(self, documents, model, top_k=None, version=None, version_label=None):
-        pb = self.pb
-        request = pb.ClassifyRequest(model=model, top_k=top_k or 0,
-                                     documents=[pb.Document(text=d["text"], id=d.get("id", "")) for d in documents])
-        if version is not None:
-            request.version = version
-        if version_label is not None:
-            request.version_label = version_label
-        response = self.call(self.stub.Classify, request)
-        return {"model": response.model, "version": response.version,
-                "abstain_threshold": response.abstain_threshold if response.HasField("abstain_threshold") else None,
-                "results": [{"id": r.id, "abstained": r.abstained,
-                             "topics": [{"name": t.name, "probability": t.probability} for t in r.topics]}
-                            for r in response.results]}
+        request = self.message({"documents": documents, "model": model, "top_k": top_k, "version": version,
+                                "version_label": version_label}, classifier_pb2.ClassifyRequest)
+        return to_dict(self.call(self.classifier.Classify, request))
 
     def models(self):
-        response = self.call(self.stub.ListModels, self.pb.ListModelsRequest())
-        return {"models": [{
-            "name": m.name, "ready": m.ready, "version_labels": dict(m.version_labels),
-            "versions": [{"version": v.version, "state": v.state, "metrics": dict(v.metrics),
-                          "variant": v.variant, "labels": list(v.labels),
-                          "abstain_threshold": v.abstain_threshold if v.HasField("abstain_threshold") else None}
-                         for v in m.versions]} for m in response.models]}
+        return to_dict(self.call(self.classifier.ListModels, classifier_pb2.ListModelsRequest()))
+
+    def submit_job(self, request):
+        return to_dict(self.call(self.jobs.SubmitJob, self.message(request, jobs_pb2.SubmitJobRequest)))
+
+    def get_job(self, job_id):
+        return to_dict(self.call(self.jobs.GetJob, jobs_pb2.GetJobRequest(id=job_id)))
+
+    def cancel_job(self, job_id):
+        return to_dict(self.call(self.jobs.CancelJob, jobs_pb2.CancelJobRequest(id=job_id)))
+
+    def list_jobs(self, limit=50, state=None):
+        response = self.call(self.jobs.ListJobs, jobs_pb2.ListJobsRequest(limit=limit, state=state or ""))
+        return to_dict(response)["jobs"]
 
     def close(self) -> None:
         self.channel.close()
@@ -161,6 +185,18 @@ class HttpTransport(Transport):
 
     def models(self):
         return self.request("GET", "/v1/models")
+
+    def submit_job(self, request):
+        return self.request("POST", "/v1/jobs", json={k: v for k, v in request.items() if v is not None})
+
+    def get_job(self, job_id):
+        return self.request("GET", f"/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id):
+        return self.request("DELETE", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, limit=50, state=None):
+        return self.request("GET", "/v1/jobs", params={"limit": limit} | ({"state": state} if state else {}))["jobs"]
 
     def close(self) -> None:
         self.http.clear()

@@ -9,15 +9,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
+from scoring.errors import ServiceError, status_of
 from service.core import ClassifierService, ClassifyRequest, ClassifyResult, Document, ModelStatus
-from service.errors import ServiceError, status_of
 from service.grpc_api.errors import grpc_errors
 from service.protos import classifier_pb2 as pb
 from service.protos import classifier_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["Classifier"]
+SERVICE_NAME = SERVICE.full_name
 STREAM_WINDOW = 16  # request messages of one stream being scored at once
 
 
@@ -104,12 +105,15 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         finally:
             answers.put(None)
 
-    def _answer(self, message: pb.ClassifyRequest, context) -> dict:
+    def _answer(self, message: pb.ClassifyRequest | ServiceError, context) -> dict:
+        """One stream message's answer; a message that could not be decoded arrives as its error."""
+        if isinstance(message, ServiceError):
+            return {"error": pb.Error(code=status_of(message).grpc, message=message.message)}
         try:
             result = self.core.classify(request_from_proto(message), timeout=context.time_remaining(),
                                         transport="grpc", method="ClassifyStream")
             return {"response": result_to_proto(result)}
         except ServiceError as exc:
-            return {"error": pb.Error(code=status_of(exc)[0].name, message=exc.message)}
+            return {"error": pb.Error(code=status_of(exc).grpc, message=exc.message)}
         except Exception:
             return {"error": pb.Error(code=grpc.StatusCode.INTERNAL.name, message="internal error")}

@@ -8,9 +8,14 @@ from collections.abc import Iterator
 
 import grpc
 
-from service.errors import ServiceError, status_of
+from scoring.errors import ServiceError, status_of
 
 log = logging.getLogger(__name__)
+
+
+def grpc_code(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status code of an error, from the one status table."""
+    return grpc.StatusCode[status_of(error).grpc]
 
 
 @contextlib.contextmanager
@@ -19,7 +24,7 @@ def grpc_errors(context: grpc.ServicerContext) -> Iterator[None]:
     try:
         yield
     except ServiceError as exc:
-        context.abort(status_of(exc)[0], exc.message)
+        context.abort(grpc_code(exc), exc.message)
     except Exception:
         log.exception("unhandled error in gRPC method")
         context.abort(grpc.StatusCode.INTERNAL, "internal error")

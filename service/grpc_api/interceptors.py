@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import grpc
 
+from scoring.errors import Unauthenticated
 from service.auth import GRPC_METADATA_KEY, ApiKeys
-from service.errors import Unauthenticated, status_of
+from service.grpc_api.errors import grpc_code
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 def _rejecting(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that only aborts with UNAUTHENTICATED."""
-    code = status_of(Unauthenticated(message))[0]
+    code = grpc_code(Unauthenticated(message))
 
     def abort(_request, context):
         context.abort(code, message)

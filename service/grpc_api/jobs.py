@@ -1,39 +1,28 @@
-"""The ``newsclf.v1.Jobs`` servicer: message translation over ``worker.jobs.JobManager``."""
+"""The ``newsclf.v1.Jobs`` servicer: message translation over ``jobs.manager.JobManager``."""
 
 from __future__ import annotations
 
 import grpc
 
+from jobs.manager import JobManager
+from jobs.model import Job
 from service.grpc_api.errors import grpc_errors
-from service.protos import load
-from worker.jobs import Job, JobManager
+from service.messages import from_dict, to_dict
+from service.protos import jobs_pb2 as pb
+from service.protos import jobs_pb2_grpc as pb_grpc
 
-pb = load("jobs_pb2")
-pb_grpc = load("jobs_pb2_grpc")
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["Jobs"]
+SERVICE_NAME = SERVICE.full_name
 DEFAULT_LIST = 50
 
 
 def request_from_proto(message) -> dict:
-    """The submit request as JobRequest fields; empty proto fields mean "server default"."""
-    choice = message.WhichOneof("version_choice")
-    return {
-        "input": message.input,
-        "format": message.format or "auto",
-        "id_field": message.id_field or "id",
-        "text_field": message.text_field or "text",
-        "model": message.model or None,
-        "version": message.version if choice == "version" else None,
-        "version_label": message.version_label if choice == "version_label" else None,
-        "top_k": message.top_k or None,
-        "csv": message.csv,
-        "chunk_size": message.chunk_size or None,
-    }
+    """The submit request as JobRequest fields; fields left empty mean "the server's default"."""
+    return to_dict(message, defaults=False)
 
 
 def job_to_proto(job: Job):
-    return pb.Job(**{key: value for key, value in job.model_dump().items() if value is not None})
+    return from_dict(job.model_dump(), pb.Job, ignore_unknown=True)
 
 
 class JobsServicer(pb_grpc.JobsServicer):
@@ -56,10 +45,3 @@ class JobsServicer(pb_grpc.JobsServicer):
         with grpc_errors(context):
             jobs = self.manager.list(request.limit or DEFAULT_LIST, request.state or None)
             return pb.ListJobsResponse(jobs=[job_to_proto(job) for job in jobs])
-
-
-def add_to_server(server: grpc.Server, manager: JobManager) -> list[str]:
-    """Register the Jobs service; returns its full name for reflection."""
-    pb_grpc.add_JobsServicer_to_server(JobsServicer(manager), server)
-    return [SERVICE_NAME]
-

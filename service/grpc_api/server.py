@@ -1,7 +1,7 @@
 """Builds the gateway's gRPC server: Classifier, health, reflection, auth, limits, TLS.
 
-Optional job API: when a job manager is given, ``service.grpc_api.jobs.add_to_server(server,
-job_manager)`` registers it and returns the full names of the services it added (for reflection).
+The API services (Classifier, and Jobs when a job manager is given) are registered through
+``service.grpc_api.methods``, which parses requests itself and applies the drain gate.
 """
 
 from __future__ import annotations
@@ -12,17 +12,22 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from jobs.manager import JobManager
 from service.auth import ApiKeys
 from service.core import ClassifierService
-from service.grpc_api.classifier import SERVICE_NAME, ClassifierServicer
+from service.draining import Drain
+from service.grpc_api import jobs
+from service.grpc_api.classifier import SERVICE, ClassifierServicer
 from service.grpc_api.health import HealthReporter
 from service.grpc_api.interceptors import ApiKeyInterceptor
-from service.protos import classifier_pb2_grpc
+from service.grpc_api.methods import Registrar
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 @dataclass
@@ -33,11 +38,30 @@ class GrpcServer:
     servicer: ClassifierServicer
     tls: bool
 
+    def drain(self) -> None:
+        """Report NOT_SERVING everywhere; calls are still served."""
+        self.health.stop()
+
     def stop(self, grace_s: float) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace_s``."""
+        """Report NOT_SERVING, close the port, let in-flight calls finish within ``grace_s``."""
         self.health.stop()
         self.server.stop(grace_s).wait()
         self.servicer.close()
+
+
+def enable_reflection(names: list[str], server: grpc.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1alpha`` (grpcio-reflection) and ``grpc.reflection.v1``.
+
+    grpcio-reflection ships only v1alpha; v1 differs from it only in the package name, so the
+    same servicer with v1alpha's messages answers v1 clients byte for byte.
+    """
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1,
+                                                                          {"ServerReflectionInfo": handler}),))
 
 
 def server_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
@@ -46,8 +70,8 @@ def server_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | No
     return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
 
 
-def build_grpc_server(core: ClassifierService, settings: GatewaySettings, job_manager: object | None = None,
-                      host: str | None = None, port: int | None = None) -> GrpcServer:
+def build_grpc_server(core: ClassifierService, settings: GatewaySettings, job_manager: JobManager | None = None,
+                      host: str | None = None, port: int | None = None, drain: Drain | None = None) -> GrpcServer:
     """Create, bind and start the server; ``port=0`` picks a free port (see ``.port``)."""
     options = [
         ("grpc.max_receive_message_length", settings.max_request_bytes),
@@ -58,14 +82,13 @@ def build_grpc_server(core: ClassifierService, settings: GatewaySettings, job_ma
                          interceptors=[ApiKeyInterceptor(ApiKeys(settings.api_keys))], options=options,
                          maximum_concurrent_rpcs=settings.grpc_workers * 4)
     servicer = ClassifierServicer(core)
-    classifier_pb2_grpc.add_ClassifierServicer_to_server(servicer, server)
+    registrar = Registrar(server, drain or Drain())
+    names = [registrar.add(servicer, SERVICE), health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
+    if job_manager is not None:
+        names.append(registrar.add(jobs.JobsServicer(job_manager), jobs.SERVICE))
     reporter = HealthReporter(core, settings.model_poll_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
-    names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    if job_manager is not None:
-        from service.grpc_api import jobs
-        names += list(jobs.add_to_server(server, job_manager) or [])
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(names, server)
 
     address = f"{host if host is not None else settings.host}:{settings.grpc_port if port is None else port}"
     credentials = server_credentials(settings)

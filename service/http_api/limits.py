@@ -5,8 +5,10 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, status_of
-from service.http_api.errors import error_response
+from scoring.errors import PayloadTooLarge, status_of
+from service.http_api.errors import service_error_response
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 class _BodyTooLarge(HTTPException):
@@ -22,14 +24,13 @@ class BodyLimitMiddleware:
         return PayloadTooLarge(f"request body is larger than the limit of {self.max_bytes} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:  # other bodies are never read
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             error = self._error()
-            code, status = status_of(error)
-            await error_response(status, code.name, error.message)(scope, receive, send)
+            await service_error_response(error)(scope, receive, send)
             return
         received = 0
 
@@ -39,7 +40,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge(status_of(self._error())[1], self._error().message)
+                    raise _BodyTooLarge(status_of(self._error()).http, self._error().message)
             return message
 
         await self.app(scope, limited_receive, send)

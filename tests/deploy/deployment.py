@@ -20,8 +20,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_GPU = ("docker-compose.yml",)
 COMPOSE_CPU = ("docker-compose.yml", "docker-compose.cpu.yml")
+COMPOSE_SECRETS = ("docker-compose.yml", "deploy/compose.secrets.yml")
 COMPOSE_FILES = (REPO / "docker-compose.yml", REPO / "docker-compose.cpu.yml",
-                 REPO / "deploy" / "compose.common.yml")
+                 REPO / "deploy" / "compose.common.yml", REPO / "deploy" / "compose.secrets.yml")
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 ENV_EXAMPLE = REPO / "deploy" / ".env.example"
 TFSERVING_NAME = "tfserving"
@@ -194,7 +195,16 @@ class Image:
 
     @property
     def argv(self) -> list[str]:
-        return [*(self.entrypoint or []), *(self.cmd or [])]
+        return unwrap([*(self.entrypoint or []), *(self.cmd or [])])
+
+
+# Every image starts through deploy/entrypoint.py, which sets NAME from NAME_FILE and then
+# execs the rest of its arguments: that rest is what the container runs.
+SECRETS_WRAPPER = ["python", "/opt/newsclf/entrypoint.py"]
+
+
+def unwrap(argv: list[str]) -> list[str]:
+    return argv[len(SECRETS_WRAPPER):] if argv[:len(SECRETS_WRAPPER)] == SECRETS_WRAPPER else argv
 
 
 def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
@@ -253,6 +263,8 @@ def dockerfile_stages(path: Path = DOCKERFILE) -> tuple[dict[str, str], dict[str
         elif keyword == "WORKDIR":
             stage.workdir = str(Path(stage.workdir) / rest)
         elif keyword == "COPY":
+            if "--from=" in rest:  # from another stage, not from the build context
+                continue
             *sources, dest = [w for w in shlex.split(rest) if not w.startswith("--")]
             base = Path(stage.workdir) / dest
             into_dir = dest.endswith("/") or len(sources) > 1
@@ -302,7 +314,7 @@ def service_argv(service: dict) -> list[str]:
     built = service_image(service)
     entrypoint = service.get("entrypoint", built.entrypoint) or []
     command = service.get("command", built.cmd if "entrypoint" not in service else None) or []
-    return [*entrypoint, *command]
+    return unwrap([*entrypoint, *command])
 
 
 def service_env(service: dict) -> dict[str, str]:

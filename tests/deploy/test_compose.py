@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from service.settings import BackendSettings, GatewaySettings
-from training.__main__ import build_parser as build_training_parser
+from jobs.settings import JobSettings
+from scoring.settings import BackendSettings
+from service.settings import GatewaySettings
 from tests.deploy.deployment import (
     COMPOSE_GPU,
+    COMPOSE_SECRETS,
     ENV_EXAMPLE,
+    REPO,
     TFSERVING_NAME,
     compose_config,
     enabled,
@@ -29,7 +33,8 @@ from tests.deploy.deployment import (
     service_argv,
     service_env,
 )
-from worker.settings import JobSettings, WorkerSettings
+from training.__main__ import build_parser as build_training_parser
+from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -158,10 +163,11 @@ def seconds(duration: str) -> float:
 
 
 def test_gateway_may_finish_in_flight_requests(config, load_settings):
-    """Docker kills after stop_grace_period; the gateway needs its shutdown grace before that."""
+    """Docker kills after stop_grace_period; the gateway needs its drain period and then its
+    shutdown grace before that."""
     gateway = config["services"]["gateway"]
-    grace = load_settings(GatewaySettings, gateway).shutdown_grace_s
-    assert seconds(str(gateway.get("stop_grace_period", "10s"))) > grace
+    settings = load_settings(GatewaySettings, gateway)
+    assert seconds(str(gateway.get("stop_grace_period", "10s"))) > settings.shutdown_drain_s + settings.shutdown_grace_s
 
 
 def test_jobs_paths_are_shared_volumes(config, load_settings):
@@ -258,3 +264,54 @@ def test_dotenv_settings_reach_the_containers(tmp_path, load_settings):
     assert gateway.batch_max_size == 32 and gateway.backend_kind == "embedded"
     worker = load_settings(WorkerSettings, config["services"]["worker"])
     assert worker.chunk_size == 50 and worker.backend_kind == "embedded"
+
+
+def test_every_service_rotates_logs_and_has_limits(config):
+    for name, service in config["services"].items():
+        logging = service.get("logging") or {}
+        assert logging.get("driver") == "json-file", f"{name}: no log rotation"
+        assert {"max-size", "max-file"} <= set(logging.get("options", {})), f"{name}: {logging}"
+        assert service.get("mem_limit") and float(service.get("cpus", 0)) > 0, f"{name}: no memory/CPU limit"
+
+
+def test_tfserving_leaves_gpu_memory_for_training(gpu_config):
+    tfserving = gpu_config["services"]["tfserving"]
+    fraction = float(flags(service_argv(tfserving))["per_process_gpu_memory_fraction"])
+    assert 0 < fraction < 1, "TF Serving would take nearly all GPU memory"
+    assert tfserving["mem_limit"]
+
+
+def test_gateway_image_matches_its_backend(tmp_path, load_settings):
+    """By default the slim image (no TensorFlow) in front of TF Serving; the embedded backend
+    gets the image that carries TensorFlow."""
+    default = compose_config(COMPOSE_GPU, tmp_path)["services"]["gateway"]
+    assert default["build"]["target"] == "gateway" and default["image"].split("/")[-1].startswith("gateway:")
+    assert load_settings(BackendSettings, default).backend_kind == "tfserving"
+    embedded = compose_config(COMPOSE_GPU, tmp_path,
+                              "GATEWAY_TARGET=gateway-embedded\nNEWSCLF_TFSERVING_ADDRESSES=\n")["services"]["gateway"]
+    assert embedded["build"]["target"] == "gateway-embedded"
+    assert load_settings(BackendSettings, embedded).backend_kind == "embedded"
+
+
+@pytest.mark.parametrize("files", [COMPOSE_SECRETS, ("docker-compose.yml", "docker-compose.cpu.yml",
+                                                      "deploy/compose.secrets.yml")])
+def test_secrets_override_resolves(tmp_path, files):
+    config = compose_config(files, tmp_path)
+    declared = set(config["secrets"])
+    for name in ("redis", "gateway", "worker", "flower"):
+        used = {s["source"] for s in config["services"][name]["secrets"]}
+        assert used <= declared
+        for variable, value in (config["services"][name].get("environment") or {}).items():
+            if variable.endswith("_FILE") and name != "redis":
+                assert Path(value).name in used and variable.removesuffix("_FILE") in ALL_FIELDS
+
+
+def test_monitoring_profile(config):
+    for name in ("prometheus", "grafana", "flower"):
+        assert config["services"][name].get("profiles") == ["monitoring"], name
+
+
+def test_dotenv_and_secrets_are_not_committed():
+    for path in (".env", "secrets/api_keys", "newsclf-secrets.yaml"):
+        result = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, timeout=30)
+        assert result.returncode == 0, f"{path} is not git-ignored"

@@ -7,9 +7,11 @@ import re
 
 import pytest
 
-from service.settings import BackendSettings, GatewaySettings
+from jobs.settings import JobSettings
+from scoring.settings import BackendSettings
+from service.settings import GatewaySettings
 from tests.deploy.deployment import ENV_EXAMPLE, REPO, image, interpolated_variables
-from worker.settings import JobSettings, WorkerSettings
+from worker.settings import WorkerSettings
 
 CLASSES = (BackendSettings, GatewaySettings, JobSettings, WorkerSettings)
 LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")

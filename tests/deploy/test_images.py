@@ -26,7 +26,7 @@ from tests.deploy.deployment import (
     image,
 )
 
-ROLES = ("gateway", "worker", "flower", "training")
+ROLES = ("gateway", "gateway-embedded", "worker", "flower", "training")
 REQUIREMENTS = REPO / "deploy" / "requirements.py"
 HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
 GATEWAY_READY_S = 180.0
@@ -77,6 +77,7 @@ def test_roles_run_unprivileged(role):
 
 def test_role_commands():
     assert image("gateway").argv == ["python", "-m", "service", "serve"]
+    assert image("gateway-embedded").argv == ["python", "-m", "service", "serve"]
     assert image("worker").argv == ["celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "-E"]
     assert image("flower").argv[:4] == ["celery", "-A", "worker.celery_app", "flower"]
     assert image("training").argv[:4] == ["python", "-m", "training", "train"]
@@ -85,9 +86,10 @@ def test_role_commands():
 def test_health_checks():
     _, stages = dockerfile_stages()
     copied = dict((dest, source) for stage in stages.values() for source, dest in stage.copies)
-    gateway = image("gateway").healthcheck
-    assert gateway[0] == "python" and copied.get(gateway[1]) == "deploy/healthcheck.py", gateway
-    assert gateway[2] == "/readyz"
+    for role in ("gateway", "gateway-embedded"):
+        gateway = image(role).healthcheck
+        assert gateway[0] == "python" and copied.get(gateway[1]) == "deploy/healthcheck.py", gateway
+        assert gateway[2] == "/readyz"
     worker = " ".join(image("worker").healthcheck)
     assert "celery -A worker.celery_app inspect ping" in worker and "$HOSTNAME" in worker
     assert "/healthcheck" in " ".join(image("flower").healthcheck)
@@ -133,7 +135,7 @@ def pins() -> dict[str, Version]:
     return out
 
 
-@pytest.mark.parametrize("extras", [(), ("train", "gpu"), ("monitor",)])
+@pytest.mark.parametrize("extras", [(), ("embedded",), ("train", "gpu"), ("monitor",)])
 def test_images_install_pinned_versions(extras):
     pinned = pins()
     lines = requirement_lines(*extras)
@@ -194,11 +196,11 @@ def test_gateway_healthcheck_against_the_real_gateway(tiny_model_root, tmp_path)
 @pytest.mark.integration
 @pytest.mark.slow
 def test_image_build_steps_make_a_complete_package(tmp_path):
-    """The app stage's COPY and RUN steps, replayed on the files the build context lets in:
-    the gRPC code is generated and the installed package holds every entry point."""
+    """The source stage's COPY and RUN steps, replayed on the files the build context lets in:
+    the gRPC code is generated and the wheel every role installs holds every entry point."""
     _, stages = dockerfile_stages()
     workdir = Path("/opt/newsclf")
-    for source, dest in stages["app"].copies:
+    for source, dest in stages["source"].copies:
         target = tmp_path / Path(dest).relative_to(workdir)
         files = [p for p in (REPO / source).rglob("*") if p.is_file()] if (REPO / source).is_dir() else [REPO / source]
         for path in files:
@@ -207,7 +209,7 @@ def test_image_build_steps_make_a_complete_package(tmp_path):
                 inside = target / path.relative_to(REPO / source) if (REPO / source).is_dir() else target
                 inside.parent.mkdir(parents=True, exist_ok=True)
                 inside.write_bytes(path.read_bytes())
-    assert not (tmp_path / "src" / "service" / "gen").exists(), "generated code must not come from the tree"
+    assert not list((tmp_path / "src" / "newsclf").glob("*/*_pb2.py")), "generated code must not come from the tree"
     subprocess.run([sys.executable, "src/scripts/build_protos.py"], cwd=tmp_path, check=True, timeout=120,
                    capture_output=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -217,8 +219,90 @@ def test_image_build_steps_make_a_complete_package(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    for module in ("service/__main__.py", "service/gen/newsclf/v1/classifier_pb2.py",
-                   "service/gen/newsclf/v1/classifier_pb2_grpc.py", "worker/celery_app.py",
-                   "training/__main__.py", "training/layout.py"):
+    for module in ("service/__main__.py", "newsclf/v1/classifier_pb2.py", "newsclf/v1/classifier_pb2_grpc.py",
+                   "newsclf/tfserving/serving_pb2.py", "scoring/backends/tfserving.py", "jobs/store.py",
+                   "worker/celery_app.py", "training/__main__.py", "training/layout.py"):
         assert module in names, f"the image would lack {module}"
     assert "newsclf = service.client:main" in entry_points
+
+
+def stage_chain(target: str) -> list[str]:
+    """``target`` and the stages it builds on, nearest first."""
+    _, stages = dockerfile_stages()
+    chain = [target]
+    while stages[chain[-1]].parent in stages:
+        chain.append(stages[chain[-1]].parent)
+    return chain
+
+
+def stage_instructions() -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            words = rest.split()
+            current = words[2] if len(words) >= 3 and words[1].upper() == "AS" else words[0]
+            out[current] = []
+        elif current is not None:
+            out[current].append((keyword, rest))
+    return out
+
+
+def extras_installed(target: str) -> set[str]:
+    """The pyproject extras the stages of ``target`` install (``requirements.py pyproject.toml X Y``)."""
+    found = set()
+    instructions = stage_instructions()
+    for stage in stage_chain(target):
+        for keyword, rest in instructions[stage]:
+            for match in re.finditer(r"requirements\.py \S*pyproject\.toml([^>]*)>", rest):
+                found.update(match.group(1).split())
+    return found
+
+
+def test_slim_gateway_installs_no_tensorflow():
+    assert extras_installed("gateway") == set()
+    assert not [line for line in requirement_lines() if Requirement(line).name.startswith("tensorflow")], \
+        "the base dependencies (the slim gateway's) must not pull TensorFlow"
+    assert extras_installed("gateway-embedded") == {"embedded"}
+    assert "embedded" in extras_installed("worker")
+    assert {"train", "gpu"} <= extras_installed("training")
+
+
+def test_dependencies_are_installed_before_any_source_is_copied():
+    """A code change must not reinstall TensorFlow or gensim: sources go only into the stage that
+    builds the wheel, no role builds on that stage, and each role copies the wheel after its
+    last dependency install."""
+    sources = {"training/", "scoring/", "jobs/", "service/", "worker/", "protos/"}
+    instructions = stage_instructions()
+    copying = {stage for stage, lines in instructions.items()
+               if any(k == "COPY" and "--from=" not in r and set(r.split()) & sources for k, r in lines)}
+    assert copying == {"source"}, copying
+    for role in ROLES:
+        assert "source" not in stage_chain(role), f"{role} builds on the source stage"
+        lines = instructions[role]
+        wheel = next(i for i, (k, r) in enumerate(lines) if k == "COPY" and "--from=source" in r)
+        installs = [i for i, (k, r) in enumerate(lines) if k == "RUN" and "pip install" in r and " -r " in r]
+        assert all(i < wheel for i in installs), f"{role} installs dependencies after copying the code"
+
+
+def test_cuda_wheels_are_pinned():
+    """Every CUDA wheel TensorFlow's `and-cuda` extra (the `gpu` extra) asks for is pinned, at a
+    version that satisfies TensorFlow's own bounds, so the training image is reproducible."""
+    from importlib.metadata import requires
+
+    pinned = pins()
+    wanted = [Requirement(r) for r in requires("tensorflow") or [] if 'extra == "and-cuda"' in r]
+    assert wanted, "the installed tensorflow declares no and-cuda extra"
+    for requirement in wanted:
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pinned, f"{requirement.name} (tensorflow[and-cuda]) is not pinned in deploy/constraints.txt"
+        assert pinned[name] in requirement.specifier, f"{name}=={pinned[name]} outside {requirement.specifier}"
+
+
+def test_entrypoint_is_in_every_image():
+    _, stages = dockerfile_stages()
+    copied = {dest: source for stage in stages.values() for source, dest in stage.copies}
+    for role in ROLES:
+        entrypoint = image(role).entrypoint
+        assert entrypoint[:2] == ["python", "/opt/newsclf/entrypoint.py"], role
+        assert copied[entrypoint[1]] == "deploy/entrypoint.py"

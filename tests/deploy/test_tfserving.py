@@ -8,16 +8,16 @@ import http.server
 import re
 import subprocess
 import threading
-import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2
+import tomllib
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 from packaging.requirements import Requirement
 from tensorflow_serving.config import model_server_config_pb2
 
+from jobs.settings import JobSettings
 from service.settings import GatewaySettings
 from tests.deploy.deployment import (
     REPO,
@@ -32,7 +32,6 @@ from tests.deploy.deployment import (
     service_argv,
 )
 from training.layout import MODELS_CONFIG, ModelRoot
-from worker.settings import JobSettings
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +73,8 @@ def pinned_tensorflow() -> str:
 
 def test_image_matches_the_training_tensorflow(gpu_config, cpu_config):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    spec = next(Requirement(r) for r in project["dependencies"] if Requirement(r).name == "tensorflow")
+    spec = next(Requirement(r) for r in project["optional-dependencies"]["embedded"]
+                if Requirement(r).name == "tensorflow")
     for config, gpu in ((gpu_config, True), (cpu_config, False)):
         match = IMAGE.match(tfserving(config)["image"])
         assert match, f"not an official TF Serving image with an exact version: {tfserving(config)['image']}"

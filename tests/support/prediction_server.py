@@ -1,7 +1,8 @@
 """A test double of TF Serving's gRPC API: PredictionService.Predict and ModelService.GetModelStatus.
 
-This is NOT TF Serving (its binary cannot be installed here). It speaks the real
-tensorflow-serving-api protos and runs the real SavedModels of a model root through the embedded
+This is NOT TF Serving (its binary cannot be installed here). It speaks the upstream
+tensorflow-serving-api messages and services (not the gateway's own compiled subset, so every
+test through it also checks that subset is wire-compatible) and runs the real SavedModels of a model root through the embedded
 backend, so the TF Serving client backend, warmup records and deployment checks can be tested
 over real gRPC. It copies the parts of TF Serving's behaviour clients depend on: newest version
 plus labelled versions are served; ``NOT_FOUND`` for an unknown model or version,
@@ -23,19 +24,20 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-
-from service.backends.embedded import EmbeddedBackend, read_warmup_requests
-from service.backends.tfs_protos import (
-    float_tensor,
+import tensorflow as tf
+from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    texts_of,
 )
-from service.errors import NotFound, ServiceError, status_of
-from service.settings import BackendSettings
+
+from scoring.backends.embedded import EmbeddedBackend, read_warmup_requests
+from scoring.backends.tfs_api import PredictionStub, texts_of
+from scoring.errors import NotFound, ServiceError, status_of
+from scoring.settings import BackendSettings
 from training.layout import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+
 
 def _spec_text(spec) -> str:
     """How TF Serving names a servable request in its NOT_FOUND messages."""
@@ -81,12 +83,12 @@ class _Predictions(prediction_service_pb2_grpc.PredictionServiceServicer):
                               f"Unrecognized servable version label: {spec.version_label}")
             context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {_spec_text(spec)}")
         except ServiceError as exc:
-            context.abort(status_of(exc)[0], exc.message)
+            context.abort(grpc.StatusCode[status_of(exc).grpc], exc.message)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = result.model
         response.model_spec.version.value = result.version
         response.model_spec.signature_name = signature
-        response.outputs[OUTPUT_KEY].CopyFrom(float_tensor(result.probabilities))
+        response.outputs[OUTPUT_KEY].CopyFrom(tf.make_tensor_proto(result.probabilities))
         return response
 
 
@@ -152,13 +154,14 @@ class PredictionServer:
 
 
 def replay_warmup(address: str, path: str | Path, timeout: float = 30.0) -> list:
-    """Send every warmup record of ``path`` to the PredictionService at ``address``.
+    """Send every warmup record of ``path`` to the PredictionService at ``address`` with the
+    gateway's own messages.
 
     Returns the responses; the first failing record raises its ``grpc.RpcError``.
     """
     with grpc.insecure_channel(address) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        return [stub.Predict(request, timeout=timeout) for request in read_warmup_requests(Path(path))]
+        stub = PredictionStub(channel)
+        return [stub.predict(request, timeout=timeout) for request in read_warmup_requests(Path(path))]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -60,24 +60,41 @@ def service_env(**settings: object) -> dict[str, str]:
     ``NEWSCLF_<NAME>``: a child process sees exactly the settings it is given."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSCLF_")}
     env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)})
-    env.update({f"NEWSCLF_{key.upper()}": str(value) for key, value in settings.items()})
+    env.update({f"NEWSCLF_{key.upper()}": str(value) for key, value in settings.items()
+                if value is not None})  # None: the setting's own default
     return env
 
 
 class RedisServer:
-    """A redis-server of our own on a free loopback port, without persistence, logging to ``folder``."""
+    """A redis-server of our own on a free loopback port, logging to ``folder``: without
+    persistence, or with ``appendonly`` (fsync every second, as deployed).
 
-    def __init__(self, folder: Path, timeout: float = 10.0):
+    ``kill`` (SIGKILL) and ``start`` again on the same port and folder let a test take it away
+    mid-job: without appendonly it comes back empty, with it from its append-only file.
+    """
+
+    def __init__(self, folder: Path, timeout: float = 10.0, appendonly: bool = False):
         self.port = free_port()
         self.url = f"redis://{HOST}:{self.port}"
+        self.folder = folder
         self.log = folder / "redis.log"
-        with self.log.open("w") as out:
+        self.timeout = timeout
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self, appendonly: bool | None = None) -> None:
+        if appendonly is not None:
+            self.appendonly = appendonly
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly else \
+            ["--appendonly", "no"]
+        with self.log.open("a") as out:
             self.proc = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                 "--dir", str(folder)], stdout=out, stderr=subprocess.STDOUT)
+                ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", *persistence,
+                 "--dir", str(self.folder)], stdout=out, stderr=subprocess.STDOUT)
         client = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5)
         try:
-            wait_for(lambda: self._answers(client), timeout, "redis-server", step=0.05)
+            wait_for(lambda: self._answers(client), self.timeout, "redis-server", step=0.05)
         except Exception:
             self.stop()
             raise
@@ -89,11 +106,17 @@ class RedisServer:
             raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self.log.read_text()}")
         try:
             return bool(client.ping())
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.BusyLoadingError):
             return False
 
+    def kill(self) -> None:
+        """SIGKILL: nothing is flushed beyond what appendonly already wrote."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
     def stop(self) -> None:
-        stop_process(self.proc)
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc)
 
     def __enter__(self) -> RedisServer:
         return self

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibration import (apply_temperature, choose_threshold, expected_calibration_error,
-                                  fit_temperature)
+from training.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
 
 
 def _softmax(logits):

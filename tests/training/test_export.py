@@ -7,8 +7,7 @@ import pytest
 import tensorflow as tf
 
 from training.evaluate import ServingModel
-from training.layout import (ENSEMBLE, EXTRA_DIR, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME,
-                             WARMUP_FILE, ModelRoot)
+from training.layout import ENSEMBLE, EXTRA_DIR, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, WARMUP_FILE, ModelRoot
 
 TEXTS = ["Brazil cocoa harvest improves after rains in Bahia",
          "Crude oil prices rose sharply as OPEC cut output",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.manager import JobManager
 from tests.support.processes import CeleryWorker, RedisServer
 from tests.worker.helpers import settings_of, worker_env
-from worker.jobs import JobManager
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,15 @@ import grpc
 import httpx
 import pytest
 
-from service.backends.embedded import EmbeddedBackend
+from jobs.manager import JobManager
+from jobs.settings import JobSettings
+from scoring.backends.embedded import EmbeddedBackend
+from scoring.settings import BackendSettings
 from service.client import main as cli
 from service.gateway import Gateway
-from service.settings import BackendSettings, GatewaySettings
+from service.settings import GatewaySettings
 from tests.support.processes import HOST, free_port, wait_for
 from tests.worker.inputs import NEWS, write_jsonl
-from worker.jobs import JobManager
-from worker.settings import JobSettings
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def backend(tiny_model_root):
 
 
 def start_gateway(backend, manager, model_root) -> Gateway:
-    settings = GatewaySettings(model_root=model_root, host=HOST, shutdown_grace_s=1)
+    settings = GatewaySettings(model_root=model_root, host=HOST, shutdown_grace_s=1, shutdown_drain_s=0)
     return Gateway(backend, settings, manager, host=HOST, grpc_port=0, http_port=0)
 
 
@@ -104,8 +105,8 @@ def test_cli_over_grpc_submit_wait_status_cancel(gateway, data_dir, capsys):
 
 
 def test_grpc_errors_carry_the_right_codes(gateway, tmp_path):
-    from service.protos import load
-    pb, pb_grpc = load("jobs_pb2"), load("jobs_pb2_grpc")
+    from service.protos import jobs_pb2 as pb
+    from service.protos import jobs_pb2_grpc as pb_grpc
     with grpc.insecure_channel(f"{HOST}:{gateway.grpc_port}") as channel:
         stub = pb_grpc.JobsStub(channel)
         for request, code in [(pb.SubmitJobRequest(input=str(tmp_path)), grpc.StatusCode.PERMISSION_DENIED),
@@ -135,3 +136,77 @@ def test_redis_unreachable_is_503_and_unavailable(backend, job_root, data_dir, t
         assert "error: UNAVAILABLE: job store (Redis at" in capsys.readouterr().err
     finally:
         gw.stop(1)
+
+
+def test_api_answers_and_batch_rows_agree_field_by_field(http, data_dir):
+    """One ranking serves both paths: the same documents give the same rows through each."""
+    ids = write_jsonl(data_dir / "same.jsonl")
+    submitted = http.post("/v1/jobs", json={"input": str(data_dir / "same.jsonl"), "model": "gru", "top_k": 3})
+    job = wait_http(http, submitted.json()["id"])
+    assert job["state"] == "done", job["error"]
+    with open(job["results_path"], encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    answer = http.post("/v1/classify", json={"model": "gru", "top_k": 3, "documents": [
+        {"id": doc_id, "text": NEWS[i]} for i, doc_id in enumerate(ids)]}).json()
+    assert len(rows) == len(answer["results"]) == len(ids)
+    for row, result in zip(rows, answer["results"]):
+        assert set(row) == set(result) | {"model", "version"}
+        assert (row["id"], row["abstained"], row["model"], row["version"]) == (
+            result["id"], result["abstained"], answer["model"], answer["version"])
+        assert [t["name"] for t in row["topics"]] == [t["name"] for t in result["topics"]]
+        assert [t["probability"] for t in row["topics"]] == pytest.approx(
+            [t["probability"] for t in result["topics"]], abs=1e-6)
+
+
+def _rounded(value):
+    """Floats to 5 digits: gRPC carries probabilities and thresholds as 32-bit floats."""
+    if isinstance(value, float):
+        return round(value, 5)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def test_both_client_transports_answer_in_the_same_shapes(gateway, data_dir):
+    from service.client.transport import GrpcTransport, HttpTransport
+
+    write_jsonl(data_dir / "c.jsonl")
+    with GrpcTransport(f"{HOST}:{gateway.grpc_port}") as grpc_client, \
+            HttpTransport(f"{HOST}:{gateway.http_port}") as http_client:
+        job = grpc_client.submit_job({"input": str(data_dir / "c.jsonl"), "model": "rnn", "version_label": None})
+        wait_for(lambda: http_client.get_job(job["id"])["state"] == "done", 60, "the job", step=0.1)
+        assert grpc_client.get_job(job["id"]) == http_client.get_job(job["id"])
+        assert grpc_client.list_jobs(5) == http_client.list_jobs(5)
+        assert _rounded(grpc_client.models()) == _rounded(http_client.models())
+        documents = [{"id": "a", "text": NEWS[0]}, {"id": "b", "text": NEWS[2]}]
+        assert _rounded(grpc_client.classify(documents, "gru", top_k=4)) == _rounded(
+            http_client.classify(documents, "gru", top_k=4))
+
+
+def test_unusable_paths_are_400_and_invalid_argument(gateway, http, data_dir):
+    from service.protos import jobs_pb2 as pb
+    from service.protos import jobs_pb2_grpc as pb_grpc
+    for spec in (f"{data_dir}/a\x00b.jsonl", f"{data_dir}/a\nb.jsonl"):
+        answer = http.post("/v1/jobs", json={"input": spec})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "INVALID_ARGUMENT" and "input" in answer.json()["error"]["message"]
+    with grpc.insecure_channel(f"{HOST}:{gateway.grpc_port}") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.JobsStub(channel).SubmitJob(pb.SubmitJobRequest(input=f"{data_dir}/a\x00b.jsonl"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+
+
+def test_idempotency_key_over_http_and_grpc(gateway, http, data_dir):
+    from service.protos import jobs_pb2 as pb
+    from service.protos import jobs_pb2_grpc as pb_grpc
+    write_jsonl(data_dir / "a.jsonl")
+    body = {"input": str(data_dir / "a.jsonl"), "idempotency_key": "retry-me"}
+    first, again = (http.post("/v1/jobs", json=body) for _ in range(2))
+    assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+    with grpc.insecure_channel(f"{HOST}:{gateway.grpc_port}") as channel:
+        request = pb.SubmitJobRequest(input=str(data_dir / "a.jsonl"), idempotency_key="retry-me")
+        assert pb_grpc.JobsStub(channel).SubmitJob(request, timeout=10).id == first.json()["id"]
+    reused = http.post("/v1/jobs", json=body | {"top_k": 1})
+    assert reused.status_code == 409 and reused.json()["error"]["code"] == "FAILED_PRECONDITION"

@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from jobs.manager import JobManager
+from jobs.model import JobPaths, JobRequest
+from jobs.settings import JobSettings
+from scoring.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from tests.support.processes import free_port, wait_for
 from tests.worker.helpers import wait_finished
-from tests.worker.inputs import (NEWS, add_to_tar, add_to_zip, bad_jsonl, news_files, write_csv,
-                                 write_jsonl, write_txt_folder)
+from tests.worker.inputs import (
+    NEWS,
+    add_to_tar,
+    add_to_zip,
+    bad_jsonl,
+    news_files,
+    write_csv,
+    write_jsonl,
+    write_txt_folder,
+)
 from training.corpus import read_corpus
-from worker.jobs import JobManager, JobPaths, JobRequest
-from worker.settings import JobSettings
 
 pytestmark = pytest.mark.integration
 
@@ -55,11 +64,13 @@ def test_whole_corpus_every_newid_exactly_once_in_input_order(manager, corpus_di
     assert job.chunks_done == job.chunks_total == 22 and job.model_version == 1
     row = rows[0]
     assert row["model"] == "gru" and row["version"] == 1 and len(row["topics"]) == 2
+    assert isinstance(row["abstained"], bool) and set(row["topics"][0]) == {"name", "probability"}
     probabilities = [t["probability"] for t in row["topics"]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < probabilities[0] <= 1
     with open(job.csv_path, newline="", encoding="utf-8") as handle:
         table = list(csv.reader(handle))
-    assert table[0] == ["id", "model", "version", "topic_1", "probability_1", "topic_2", "probability_2"]
+    assert table[0] == ["id", "model", "version", "abstained", "topic_1", "probability_1", "topic_2",
+                        "probability_2"]
     assert [r[0] for r in table[1:]] == [r["id"] for r in rows]
     assert job.started_at and job.finished_at and job.read_s > 0 and job.score_s > 0
     parts = Path(job.results_path).parent / "parts"
@@ -122,9 +133,12 @@ def test_bad_records_go_to_the_errors_file_and_are_counted(manager, data_dir):
 def test_malicious_archive_is_refused(manager, data_dir, entry):
     add_to_tar(data_dir / "evil.tar.gz", {"fine.txt": b"news", entry: b"payload"})
     add_to_zip(data_dir / "evil.zip", {"fine.txt": b"news", entry: b"payload"})
+    # Archives are listed by the worker, not at submit: the job fails, saying why.
     for archive in ("evil.tar.gz", "evil.zip"):
-        with pytest.raises(PermissionDenied, match="refused: entry"):
-            manager.submit({"input": str(data_dir / archive)})
+        job = wait_finished(manager, manager.submit({"input": str(data_dir / archive)}).id)
+        assert job.state == "failed" and "PermissionDenied" in job.error and "refused: entry" in job.error
+        paths = JobPaths.of(manager.settings, job.id)
+        assert not paths.scratch.exists() and not (paths.results / "parts").exists()
     assert not (data_dir.parent / "escape.txt").exists()
 
 

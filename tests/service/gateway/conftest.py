@@ -13,14 +13,17 @@ import grpc
 import httpx
 import pytest
 
-from service.backends.embedded import EmbeddedBackend
-from service.backends.tfserving import TFServingBackend
+from jobs.manager import JobManager
+from jobs.settings import JobSettings
+from scoring.backends.embedded import EmbeddedBackend
+from scoring.backends.tfserving import TFServingBackend
+from scoring.settings import BackendSettings
 from service.gateway import Gateway
 from service.protos import classifier_pb2 as pb
 from service.protos import classifier_pb2_grpc as pb_grpc
-from service.settings import BackendSettings, GatewaySettings
+from service.settings import GatewaySettings
 from tests.support.prediction_server import PredictionServer
-from tests.support.processes import HOST, wait_for
+from tests.support.processes import HOST, RedisServer, wait_for
 
 SLOW_CALL_S = 1.0
 
@@ -60,14 +63,15 @@ def slow_backend(slow_server, tiny_model_root):
 
 @pytest.fixture
 def start_gateway(embedded_backend):
-    """Factory: ``start_gateway(backend=None, **settings)`` -> a started Gateway on free ports."""
+    """Factory: ``start_gateway(backend=None, job_manager=None, **settings)`` -> a started Gateway on
+    free ports."""
     gateways: list[Gateway] = []
 
-    def start(backend=None, **overrides) -> Gateway:
-        values = dict(model_poll_interval_s=0.2, shutdown_grace_s=5.0, grpc_workers=16)
+    def start(backend=None, job_manager=None, **overrides) -> Gateway:
+        values = dict(model_poll_interval_s=0.2, shutdown_grace_s=5.0, shutdown_drain_s=0.0, grpc_workers=16)
         values.update(overrides)
         settings = GatewaySettings(**values)
-        gateway = Gateway(backend or embedded_backend, settings, host=HOST, grpc_port=0, http_port=0)
+        gateway = Gateway(backend or embedded_backend, settings, job_manager, host=HOST, grpc_port=0, http_port=0)
         gateways.append(gateway)
         return gateway
 
@@ -137,3 +141,23 @@ def make_clients():
     yield make
     for c in made:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def job_store(tmp_path_factory):
+    """A private redis-server and the folders of a job API: inputs under ``data`` (the allowed root)."""
+    root = tmp_path_factory.mktemp("jobs")
+    for name in ("data", "results", "scratch"):
+        (root / name).mkdir()
+    with RedisServer(root) as redis_server:
+        yield redis_server, root
+
+
+@pytest.fixture
+def job_manager(job_store):
+    """A JobManager on the private Redis; no worker runs, so submitted jobs stay queued."""
+    redis_server, root = job_store
+    manager = JobManager(JobSettings(redis_url=redis_server.url + "/0", allowed_roots=[str(root / "data")],
+                                     results_dir=root / "results", scratch_dir=root / "scratch"))
+    yield manager
+    manager.close()

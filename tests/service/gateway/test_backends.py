@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from service.backends.tfserving import TFServingBackend
+from scoring.backends.tfserving import TFServingBackend
+from scoring.settings import BackendSettings
 from service.protos import classifier_pb2 as pb
-from service.settings import BackendSettings
 from tests.service.gateway.conftest import start_embedded
 from tests.support.model_roots import SAMPLE_TEXTS, publish_copy
 

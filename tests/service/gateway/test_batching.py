@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.backends.base import Backend, BackendResult, ModelInfo
+from scoring.backends.base import Backend, BackendResult, ModelInfo
+from scoring.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from service.batching import MicroBatcher
-from service.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from training.layout import ExportMetadata
 
 LABELS = ["a", "b", "c"]

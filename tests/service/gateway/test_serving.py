@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from google.protobuf.descriptor_pool import DescriptorPool
 
 from tests.service.gateway.conftest import SLOW_CALL_S, start_embedded
 from tests.support.model_roots import SAMPLE_TEXTS, saved_model_probabilities
@@ -110,8 +110,8 @@ def test_health_turns_serving_only_once_models_load(start_gateway, make_clients,
     and stops serving it (and overall) when it is withdrawn."""
     import shutil
 
-    from service.backends.embedded import EmbeddedBackend
-    from service.settings import BackendSettings
+    from scoring.backends.embedded import EmbeddedBackend
+    from scoring.settings import BackendSettings
 
     root = tmp_path / "models"
     root.mkdir()

@@ -3,13 +3,14 @@ exit status 2 for wrong settings, 1 for a machine that will not let it listen.""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.processes import HOST, REPO, service_env
+from tests.support.processes import HOST, REPO, free_port, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def garbage_pem(tmp_path):
 
 @pytest.mark.parametrize("case", ["cert without key", "key without cert", "cert is a folder", "key missing",
                                   "not PEM", "key of another cert", "root missing", "root is a file",
-                                  "bad number", "bad job setting"])
+                                  "bad number", "bad job setting", "open without keys"])
 def test_wrong_settings_exit_2_with_one_line(case, tmp_path, tls_files, other_key, garbage_pem):
     cert, key = tls_files
     root = tmp_path / "models"
@@ -66,6 +67,7 @@ def test_wrong_settings_exit_2_with_one_line(case, tmp_path, tls_files, other_ke
         "root is a file": ({"model_root": garbage_pem}, ["NEWSCLF_MODEL_ROOT", "is not a folder"]),
         "bad number": ({"grpc_port": "eighty"}, ["invalid settings: NEWSCLF_GRPC_PORT", "integer"]),
         "bad job setting": ({"chunk_size": 0}, ["invalid settings: NEWSCLF_CHUNK_SIZE"]),
+        "open without keys": ({"host": "0.0.0.0"}, ["NEWSCLF_HOST=0.0.0.0", "NEWSCLF_API_KEYS", "NEWSCLF_ALLOW_OPEN"]),
     }[case]
     settings.setdefault("model_root", root)
     result = serve(*([] if case == "bad job setting" else ["--no-jobs"]), **settings)
@@ -89,3 +91,27 @@ def test_port_in_use_exits_1_with_one_line(transport, tmp_path, tls_files):
     assert result.returncode == RUNTIME_ERROR, result.stderr
     line = error_line(result)
     assert f"{'gRPC' if transport == 'grpc' else 'HTTP'} cannot listen on {HOST}:{port}" in line, line
+
+
+def test_running_open_needs_the_opt_in_and_warns(tmp_path):
+    """With NEWSCLF_ALLOW_OPEN=true the gateway serves without keys beyond loopback, and says so."""
+    root = tmp_path / "models"
+    root.mkdir()
+    env = service_env(host="0.0.0.0", grpc_port=free_port(), http_port=free_port(), model_root=root,
+                      allow_open="true", shutdown_drain_s=0)
+    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--no-jobs"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in server.stderr:
+            lines.append(line)
+            if "gateway up" in line:
+                break
+        server.send_signal(signal.SIGTERM)
+        _, rest = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, "".join(lines) + rest
+    assert any("WARNING" in line and "running open" in line for line in lines), lines

@@ -1,0 +1,510 @@
+"""What recurrent work in proportion to real text length saves: training and scoring, before and after.
+
+"Before" is what the product did until now: every text padded or cut to ``max_length`` in
+training batches and in the serving graph, batches in input order.  "After" trains on
+length-bucketed batches and serves a graph that cuts each batch to its longest text.  Both
+sides are measured in the same run, from the same data and, for scoring, the same weights.
+
+Each step is its own command, so each fits in one turn of a shared machine's CPU lock; the
+figures go to ``runs/length-bench/*.json`` and ``report`` writes the ``lengths`` section of
+docs/benchmarks.md::
+
+    python -m bench.length_bench train --variant gru --seed 1 --export   # also exports both graphs
+    python -m bench.length_bench train --variant gru --seed 2
+    python -m bench.length_bench score --variant gru
+    python -m bench.length_bench report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import DEFAULT_CORPUS, REPO
+from bench.report import write_section
+
+WORK = REPO / "runs" / "length-bench"
+VARIANTS = ("gru", "bilstm")
+FIXED_SUFFIX = "-fixed"
+TRAIN_EPOCHS = 4
+TARGET_TRAIN = 1.5
+TARGET_IN_PROCESS = 2.0
+TARGET_ABS_DIFF = 1e-5
+SHORT_TOKENS, LONG_TOKENS = 50, 300
+
+
+def _save(work: Path, name: str, figures: dict) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    print(f"wrote {path}")
+    return path
+
+
+def _load_all(work: Path, prefix: str) -> list[dict]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(work.glob(f"{prefix}-*.json"))]
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    """Train ``variant`` with the default preset twice from one seed: fixed-length, then bucketed."""
+    import tempfile
+
+    from training.dataset import load
+    from training.layout import ModelRoot
+    from training.presets import preset
+    from training.train import train_variant
+
+    data = load(args.corpus)
+    figures: dict = {"variant": args.variant, "seed": args.seed, "epochs": args.epochs,
+                     "load_before": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="length-bench-") as tmp:
+        root = ModelRoot(tmp)
+        for mode, buckets in (("fixed", False), ("bucketed", True)):
+            overrides = {"epochs": args.epochs, **dict(item.split("=", 1) for item in args.set)}
+            settings = preset("default", args.variant, **overrides, length_buckets=buckets)
+            print(f"== {args.variant} seed {args.seed}: {mode} batches, {args.epochs} epochs", flush=True)
+            result = train_variant(data, args.variant, settings, root, preset="default", seed=args.seed,
+                                   cache_dir=args.cache_dir, verbose=2)
+            meta = result.metadata
+            figures[mode] = {
+                "epoch_seconds": result.epoch_seconds,
+                # the first epoch also traces the training step; later ones are the steady cost
+                "steady_epoch_seconds": float(np.mean(result.epoch_seconds[1:] or result.epoch_seconds)),
+                "val_accuracy": meta.metrics["val_accuracy"],
+                "best_val_accuracy": max(result.history.get("val_accuracy", [0.0])),
+                "epochs_run": len(result.epoch_seconds),
+            }
+            print(f"   {mode}: {figures[mode]['steady_epoch_seconds']:.1f} s/epoch, "
+                  f"val accuracy {meta.metrics['val_accuracy']:.4f}", flush=True)
+        if args.export:
+            _export_both(data, result, settings, args.seed, ModelRoot(args.work / "models"))
+    figures["load_after"] = os.getloadavg()[0]
+    _save(args.work, f"train-{args.variant}-{args.seed}", figures)
+    return 0
+
+
+def _export_both(data, result, settings, seed: int, models) -> None:
+    """The trained model as ``<variant>`` (batch-longest padding) and ``<variant>-fixed`` (max_length)."""
+    from training.export import PAD_TO_LONGEST, PAD_TO_MAX_LENGTH, export_savedmodel, write_serving_model
+
+    _, val = data.validation_split(settings.val_fraction, seed)
+    meta = result.metadata
+    for suffix, pad_to in (("", PAD_TO_LONGEST), (FIXED_SUFFIX, PAD_TO_MAX_LENGTH)):
+        name = meta.model + suffix
+
+        def write(path: Path, pad_to: str = pad_to) -> None:
+            write_serving_model(path, result.encoder, result.classifier, meta.temperature, pad_to=pad_to)
+
+        exported = export_savedmodel(models, name, write, meta.model_copy(update={"model": name, "version": 0}),
+                                     validation=(val.texts(settings.text), val.y),
+                                     test=(data.test.texts(settings.text), data.test.y))
+        print(f"exported {name}/{exported.version} (padding to {pad_to})", flush=True)
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+def _score(backend, model: str, texts: list[str], batch_size: int, by_length: bool) -> np.ndarray:
+    """Probabilities of ``texts`` in input order, scored in input or length order."""
+    from scoring.lengths import length_order
+
+    order = length_order(texts) if by_length else list(range(len(texts)))
+    probs = None
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        part = backend.classify([texts[i] for i in batch], model).probabilities
+        if probs is None:
+            probs = np.empty((len(texts), part.shape[1]), np.float32)
+        probs[batch] = part
+    return probs
+
+
+def _read_corpus(corpus: Path) -> list[str]:
+    from jobs.readers import ReadOptions, Record, read_input, resolve_input
+
+    roots = [corpus]
+    return [item.text for item in read_input(resolve_input(str(corpus), roots), roots, ReadOptions())
+            if isinstance(item, Record)]
+
+
+def _read_and_score(backend, model: str, corpus: Path, batch_size: int, by_length: bool) -> tuple[float, int]:
+    """Seconds to read the corpus with the job readers and score it in this process; documents."""
+    started = time.perf_counter()
+    texts = _read_corpus(corpus)
+    _score(backend, model, texts, batch_size, by_length)
+    return time.perf_counter() - started, len(texts)
+
+
+def _rate(backend, model: str, texts: list[str], batch_size: int) -> float:
+    started = time.perf_counter()
+    _score(backend, model, texts, batch_size, by_length=False)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _call_cost(backend, model: str, words: list[str]) -> dict:
+    """Fit seconds = a + s·L + b·(texts × L) + c·texts over calls of n texts of L words: ``a / b``
+    is what one call costs beyond its texts, in token steps, and ``s / b`` what one time step
+    costs beyond its texts."""
+    rows, seconds = [], []
+    for n in (1, 8, 32, 64):
+        for length in (10, 50, 150, 300):
+            texts = [" ".join(words[i * 7 % 1000:i * 7 % 1000 + length]) for i in range(n)]
+            backend.classify(texts, model)
+            best = min(_timed(lambda: backend.classify(texts, model)) for _ in range(3))
+            rows.append([1.0, length, n * length, n])
+            seconds.append(best)
+    (a, step, b, c), *_ = np.linalg.lstsq(np.array(rows), np.array(seconds), rcond=None)
+    return {"call_s": float(a), "step_s": float(step), "token_step_s": float(b), "text_s": float(c),
+            "call_cost_token_steps": float(a / b) if b > 0 else float("inf"),
+            "step_cost_token_steps": float(step / b) if b > 0 else float("inf")}
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def _gateway(root: Path, models: dict[str, str], texts: list[str], requests: int, rounds: int,
+             split_cost: int) -> dict[str, float]:
+    """Requests/s at concurrency 32 through the gateway (gRPC), one document per request:
+    each model of ``models`` (row name -> model) without the length split, and the new graph with it."""
+    from bench.gateway_bench import GatewayProcess, load
+    from service.client.transport import GrpcTransport
+
+    processes, clients = {}, {}
+    try:
+        for split in (0, split_cost):
+            os.environ["NEWSCLF_BATCH_SPLIT_CALL_COST"] = str(split)
+            processes[split] = GatewayProcess(root)
+        for split, process in processes.items():
+            process.wait_ready()
+            clients[split] = GrpcTransport(f"127.0.0.1:{process.grpc_port}")
+        modes = {name: (clients[0], model) for name, model in models.items()}
+        modes["after: new graph, length split"] = (clients[split_cost], models["new graph, no split"])
+        for client, model in modes.values():
+            for text in texts[:32]:
+                client.classify([{"text": text}], model, top_k=3)
+        tries: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(rounds):
+            for mode, (client, model) in modes.items():
+                run = load(lambda t, c=client, m=model: c.classify([{"text": t}], m, top_k=3),
+                           texts, requests, 32, mode)
+                tries[mode].append(run.throughput)
+                print(f"   gateway {mode}: {run.throughput:.0f} req/s", flush=True)
+        return {mode: statistics.median(values) for mode, values in tries.items()}
+    finally:
+        os.environ.pop("NEWSCLF_BATCH_SPLIT_CALL_COST", None)
+        for client in clients.values():
+            client.close()
+        for process in processes.values():
+            process.stop()
+
+
+def cmd_score(args) -> int:
+    """Scoring with the two graphs of one trained model: identity, in-process, Celery, gateway."""
+    import tempfile
+
+    from scoring.backends import create_backend
+    from scoring.settings import BackendSettings
+    from tests.support.processes import wait_for
+    from training.dataset import load
+
+    root = args.work / "models"
+    new, old = args.variant, args.variant + FIXED_SUFFIX
+    backend = create_backend(BackendSettings(model_root=root))
+    for model in (new, old):
+        wait_for(lambda m=model: backend.ready(m), 300, f"model {model}", step=0.05)
+        backend.classify(["warm up"] * args.batch_size, model)
+    corpus = args.corpus.resolve()
+    figures: dict = {"variant": args.variant, "batch_size": args.batch_size, "rounds": args.rounds,
+                     "load_before": os.getloadavg()[0]}
+
+    test = load(args.corpus).test.texts()
+    identity = {}
+    for by_length in (True, False):
+        p_new = _score(backend, new, test, args.batch_size, by_length)
+        p_old = _score(backend, old, test, args.batch_size, False)
+        identity["length order" if by_length else "input order"] = {
+            "max_abs_diff": float(np.abs(p_new - p_old).max()),
+            "argmax_differs": int(np.sum(p_new.argmax(axis=1) != p_old.argmax(axis=1)))}
+    figures["identity"] = {"documents": len(test), **identity}
+    print(f"identity over {len(test)} test documents: {identity}", flush=True)
+
+    texts = _read_corpus(corpus)
+    words = [len(t.split()) for t in texts]
+    short = [t for t, w in zip(texts, words) if 0 < w <= SHORT_TOKENS]
+    long = [t for t, w in zip(texts, words) if w >= LONG_TOKENS]
+    figures["call_cost"] = _call_cost(backend, new, " ".join(texts[:500]).split())
+    print(f"call cost: {figures['call_cost']}", flush=True)
+
+    in_process = {"before: fixed graph, input order": (old, False), "fixed graph, length order": (old, True),
+                  "new graph, input order": (new, False), "after: new graph, length order": (new, True)}
+    seconds: dict[str, list[float]] = {mode: [] for mode in in_process}
+    batches: dict[str, list[float]] = {}
+    workers = None
+    jobs: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="length-bench-") as tmp:
+        if args.celery:
+            from bench.worker_bench import Workers
+            workers = Workers(Path(tmp), root, corpus, args.batch_size, args.chunk_size)
+        try:
+            for round_no in range(1, args.rounds + 1):
+                for mode, (model, by_length) in in_process.items():
+                    elapsed, docs = _read_and_score(backend, model, corpus, args.batch_size, by_length)
+                    seconds[mode].append(elapsed)
+                for name, group in ((f"only short texts (≤ {SHORT_TOKENS} words)", short),
+                                    (f"only long texts (≥ {LONG_TOKENS} words)", long)):
+                    for graph, model in (("fixed graph", old), ("new graph", new)):
+                        batches.setdefault(f"{name}|{graph}", []).append(
+                            _rate(backend, model, group[:args.group_docs], args.batch_size))
+                if workers is not None:
+                    elapsed, _ = workers.job_seconds(1, corpus, new)
+                    jobs.append(elapsed)
+                print(f"round {round_no}: " + ", ".join(f"{m} {v[-1]:.2f}s" for m, v in seconds.items())
+                      + (f", Celery job {jobs[-1]:.2f}s" if jobs else ""), flush=True)
+        finally:
+            if workers is not None:
+                workers.close()
+    backend.close()
+    figures["documents"] = docs
+    figures["in_process_s"] = {mode: statistics.median(v) for mode, v in seconds.items()}
+    figures["in_process_rounds"] = seconds
+    figures["groups"] = {"short": min(len(short), args.group_docs), "long": min(len(long), args.group_docs)}
+    figures["group_rates"] = {key: statistics.median(v) for key, v in batches.items()}
+    if jobs:
+        figures["celery_1_worker_s"] = statistics.median(jobs)
+        figures["celery_rounds"] = jobs
+    if args.gateway:
+        figures.update(_gateway_figures(args, texts))
+    figures["load_after"] = os.getloadavg()[0]
+    _save(args.work, f"score-{args.variant}", figures)
+    return 0
+
+
+def _gateway_figures(args, texts: list[str]) -> dict:
+    from service.settings import GatewaySettings
+
+    new, old = args.variant, args.variant + FIXED_SUFFIX
+    step = max(1, len(texts) // args.gateway_texts)
+    sample = [t for t in texts[::step] if t.strip()][:args.gateway_texts]
+    settings = GatewaySettings()
+    rps = _gateway(args.work / "models", {"before: fixed graph, no split": old, "new graph, no split": new},
+                   sample, args.requests, args.rounds, settings.batch_split_call_cost)
+    return {"gateway_split_cost": settings.batch_split_call_cost,
+            "gateway_split_step_cost": settings.batch_split_step_cost, "gateway_rps": rps,
+            "gateway_texts": len(sample), "gateway_requests": args.requests,
+            "gateway_load": os.getloadavg()[0]}
+
+
+def cmd_gateway(args) -> int:
+    """The gateway rows alone, again (e.g. after a change of the split costs), into ``score-<variant>``."""
+    path = args.work / f"score-{args.variant}.json"
+    figures = json.loads(path.read_text(encoding="utf-8"))
+    figures.update(_gateway_figures(args, _read_corpus(args.corpus.resolve())))
+    _save(args.work, f"score-{args.variant}", figures)
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def _training_section(runs: list[dict]) -> list[str]:
+    if not runs:
+        return ["No training runs recorded yet."]
+    lines = ["| variant | seed | epochs | s / epoch, fixed | s / epoch, bucketed | × faster | "
+             "val accuracy, fixed | val accuracy, bucketed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts = []
+    for variant in VARIANTS:
+        mine = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
+        for r in mine:
+            f, b = r["fixed"], r["bucketed"]
+            lines.append(f"| {variant} | {r['seed']} | {r['epochs']} | {f['steady_epoch_seconds']:.1f} | "
+                         f"{b['steady_epoch_seconds']:.1f} | "
+                         f"{f['steady_epoch_seconds'] / b['steady_epoch_seconds']:.2f} | "
+                         f"{f['val_accuracy']:.4f} | {b['val_accuracy']:.4f} |")
+        if not mine:
+            continue
+        speed = statistics.median(r["fixed"]["steady_epoch_seconds"] / r["bucketed"]["steady_epoch_seconds"]
+                                  for r in mine)
+        fixed_acc = [r["fixed"]["val_accuracy"] for r in mine]
+        bucket_acc = [r["bucketed"]["val_accuracy"] for r in mine]
+        diffs = [b - f for f, b in zip(fixed_acc, bucket_acc)]
+        spread = f"σ of all runs {statistics.stdev(fixed_acc + bucket_acc):.4f}" if len(mine) > 1 else "one seed only"
+        verdicts.append(
+            f"- {variant}: median {speed:.2f}× faster per epoch (target ≥ {TARGET_TRAIN}×) — "
+            f"{'met' if speed >= TARGET_TRAIN else 'NOT met'}; validation accuracy "
+            f"{statistics.mean(fixed_acc):.4f} fixed vs {statistics.mean(bucket_acc):.4f} bucketed over "
+            f"{len(mine)} seed(s), per-seed differences {', '.join(f'{d:+.4f}' for d in diffs)} "
+            f"({spread}).")
+    return lines + [""] + verdicts
+
+
+def _scoring_section(score: dict) -> list[str]:
+    variant, docs = score["variant"], score["documents"]
+    seconds = score["in_process_s"]
+    before = docs / seconds["before: fixed graph, input order"]
+    after = docs / seconds["after: new graph, length order"]
+    lines = [f"#### {variant}", "",
+             f"In-process: the whole corpus read with the job readers and scored through the embedded "
+             f"backend in batches of {score['batch_size']} ({docs:,} documents; median of {score['rounds']} "
+             f"interleaved rounds; load average {score['load_before']:.1f} before, {score['load_after']:.1f} after).",
+             "", "| mode | seconds | docs/s | × before |", "|---|---:|---:|---:|"]
+    lines += [f"| {mode} | {s:.2f} | {docs / s:,.0f} | {docs / s / before:.2f} |" for mode, s in seconds.items()]
+    lines += ["", "Seconds of every round (the spread is the shared machine's): " + "; ".join(
+        f"{mode} {', '.join(f'{x:.2f}' for x in values)}" for mode, values in score["in_process_rounds"].items()) + "."]
+    rates = score["group_rates"]
+    lines += ["", "| batches of 64 | documents | docs/s, fixed graph | docs/s, new graph | × |",
+              "|---|---:|---:|---:|---:|"]
+    for name, key in ((f"only short texts (≤ {SHORT_TOKENS} words)", "short"),
+                      (f"only long texts (≥ {LONG_TOKENS} words)", "long")):
+        old, new = rates[f"{name}|fixed graph"], rates[f"{name}|new graph"]
+        lines.append(f"| {name} | {score['groups'][key]:,} | {old:,.0f} | {new:,.0f} | {new / old:.2f} |")
+    identity = score["identity"]
+    worst = max(v["max_abs_diff"] for k, v in identity.items() if k != "documents")
+    flips = sum(v["argmax_differs"] for k, v in identity.items() if k != "documents")
+    verdicts = [
+        f"- in-process, whole corpus: {after / before:.2f}× the fixed-length export's docs/s "
+        f"(target ≥ {TARGET_IN_PROCESS}×) — {'met' if after / before >= TARGET_IN_PROCESS else 'NOT met'}",
+        f"- identity over the {identity['documents']:,} test documents (new graph in length order and in "
+        f"input order vs the fixed graph): max abs difference {worst:.2e} (target ≤ {TARGET_ABS_DIFF:.0e}), "
+        f"{flips} argmax differences — {'met' if worst <= TARGET_ABS_DIFF and flips == 0 else 'NOT met'}",
+    ]
+    if "celery_1_worker_s" in score:
+        celery = docs / score["celery_1_worker_s"]
+        verdicts.append(f"- Celery job on the whole corpus, 1 worker process, new graph: {celery:,.0f} docs/s = "
+                        f"{celery / after:.2f}× the new in-process figure (target ≥ 0.8×) — "
+                        f"{'met' if celery / after >= 0.8 else 'NOT met'} (rounds: "
+                        f"{', '.join(f'{x:.2f}s' for x in score['celery_rounds'])})")
+    cost = score["call_cost"]
+    lines += ["", f"What a call of the new graph costs (least-squares fit over calls of 1–64 texts of 10–300 "
+              f"words): {cost['call_s'] * 1000:.2f} ms per call, {cost['step_s'] * 1e6:.1f} µs per time step "
+              f"and {cost['token_step_s'] * 1e6:.2f} µs per token step (texts × longest text); a call is worth "
+              f"{cost['call_cost_token_steps']:,.0f} token steps and a time step "
+              f"{cost.get('step_cost_token_steps', 0):,.0f}."]
+    if "gateway_rps" in score:
+        rps = score["gateway_rps"]
+        base = rps["before: fixed graph, no split"]
+        lines += ["", f"Gateway (`python -m service serve`, gRPC, one document per request, concurrency 32, "
+                  f"{score['gateway_requests']} requests per row and round, {score['gateway_texts']} corpus texts "
+                  f"cycled; length split at `BATCH_SPLIT_CALL_COST={score['gateway_split_cost']}`, "
+                  f"`BATCH_SPLIT_STEP_COST={score.get('gateway_split_step_cost', 0)}`):", "",
+                  "| mode | req/s | × before |", "|---|---:|---:|"]
+        lines += [f"| {mode} | {value:,.0f} | {value / base:.2f} |" for mode, value in rps.items()]
+        call, step = cost["call_cost_token_steps"], cost.get("step_cost_token_steps", 0.0)
+        examples = []
+        for n, shorts in ((16, 8), (64, 60)):
+            whole = call + (step + n) * 300
+            cut = 2 * call + (step + shorts) * 50 + (step + n - shorts) * 300
+            examples.append(f"{n} texts of which {shorts} have 50 words and the rest 300: "
+                            f"{whole:,.0f} token steps whole, {cut:,.0f} cut in two")
+        lines += ["", "At the measured costs: " + "; ".join(examples) + ". A time step costs as much as "
+                  f"{step:.0f} texts do, so cutting a micro-batch of a dozen or two texts saves little; "
+                  "it pays for large batches of mostly short texts with a few long ones."]
+        from service.settings import GatewaySettings
+        defaults = GatewaySettings()
+        if (score["gateway_split_cost"], score.get("gateway_split_step_cost", 0)) != (
+                defaults.batch_split_call_cost, defaults.batch_split_step_cost):
+            lines += ["", f"These gateway rows predate today's defaults (`BATCH_SPLIT_CALL_COST="
+                      f"{defaults.batch_split_call_cost}`, `BATCH_SPLIT_STEP_COST={defaults.batch_split_step_cost}`, "
+                      "set from the fitted costs above); at the costs used the batch was practically never cut. "
+                      f"`python -m bench.length_bench gateway --variant {variant}` measures them again."]
+        best = rps["after: new graph, length split"] / base
+        verdicts.append(f"- gateway at concurrency 32: {best:.2f}× today's requests/s (target ≥ 1.5×) — "
+                        f"{'met' if best >= 1.5 else 'NOT met'}")
+    return lines + [""] + verdicts + [""]
+
+
+def cmd_report(args) -> int:
+    runs = _load_all(args.work, "train")
+    scores = _load_all(args.work, "score")
+    epochs = sorted({r["epochs"] for r in runs}) or [TRAIN_EPOCHS]
+    report = "\n".join([
+        "## Recurrent work in proportion to text length",
+        "",
+        "Commands: `python -m bench.length_bench train --variant V --seed S [--export]` (one per variant "
+        "and seed, each under the CPU lock), `python -m bench.length_bench score --variant V`, then "
+        "`python -m bench.length_bench report`.",
+        "",
+        "### Training: fixed-length vs length-bucketed batches",
+        "",
+        f"Preset `default` with {', '.join(map(str, epochs))} epochs instead of 12 (the cosine schedule "
+        "compressed to them): a reduced protocol that compares fixed and bucketed batches like for like "
+        "on a shared machine's time budget; it stops well short of the full run's accuracy (about 0.90), "
+        "and the cost of an epoch does not depend on the number of epochs. From one seed, the same split, initial weights and "
+        "word2vec start; *fixed* pads every text to max_length 300 (the training loop before), "
+        "*bucketed* shuffles, sorts texts by length within windows of 16 batches, cuts each batch to "
+        "its longest text and shuffles the batches. Seconds per epoch (training plus validation pass) "
+        "are the mean over the epochs after the first, which also traces the step. Validation accuracy "
+        "is the exported model's (best epoch by validation loss) on the 10 % validation split.",
+        "",
+        *_training_section(runs),
+        "",
+        "### Scoring: the fixed-length graph vs the graph cut to each batch's longest text",
+        "",
+        "Both graphs exported from the same trained weights (the bucketed seed-1 model of the table "
+        "above): *fixed graph* pads every text to max_length 300 (the export before), *new graph* "
+        "cuts each batch to its longest text. *length order* scores texts shortest first and puts "
+        "the answers back in input order, as a job's chunk now is scored.",
+        "",
+        *(line for score in scores for line in _scoring_section(score)),
+    ])
+    print(report)
+    if not args.no_write:
+        print(f"\nwrote {write_section('lengths', report)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=WORK,
+                        help="where figures (*.json) and the exported models (models/) are kept")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("train", help="train one variant, fixed-length then bucketed, from one seed")
+    p.add_argument("--variant", choices=VARIANTS, required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=TRAIN_EPOCHS)
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    p.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "cache",
+                   help="word2vec start kept between runs (same seed, same start)")
+    p.add_argument("--export", action="store_true",
+                   help="export the bucketed model twice (batch-longest and max_length padding) for `score`")
+    p.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                   help="override a default-preset setting (e.g. for a smoke run)")
+    p.set_defaults(run=cmd_train)
+    p = commands.add_parser("score", help="score with both graphs of one exported model")
+    p.add_argument("--variant", choices=VARIANTS, required=True)
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--chunk-size", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--group-docs", type=int, default=1024, help="documents in the only-short and only-long rows")
+    p.add_argument("--requests", type=int, default=600, help="gateway requests per row and round")
+    p.add_argument("--gateway-texts", type=int, default=512, help="corpus texts cycled through the gateway")
+    p.add_argument("--no-celery", dest="celery", action="store_false")
+    p.add_argument("--no-gateway", dest="gateway", action="store_false")
+    p.set_defaults(run=cmd_score)
+    p = commands.add_parser("gateway", help="measure the gateway rows of `score` again")
+    p.add_argument("--variant", choices=VARIANTS, required=True)
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--requests", type=int, default=600)
+    p.add_argument("--gateway-texts", type=int, default=512)
+    p.set_defaults(run=cmd_gateway)
+    p = commands.add_parser("report", help="write the lengths section of docs/benchmarks.md")
+    p.add_argument("--no-write", action="store_true")
+    p.set_defaults(run=cmd_report)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

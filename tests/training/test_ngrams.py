@@ -1,0 +1,90 @@
+"""The n-gram model: in-graph TF-IDF, fitted on the fit split only, exported with the raw-text signature."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.evaluate import ServingModel
+from training.layout import INPUT_KEY, NGRAM, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
+from training.ngrams import NGramClassifier, fit_vocabulary, train_ngram
+from training.presets import preset
+
+SLICE = dict(train_limit=400, test_limit=100)
+
+
+@pytest.fixture(scope="module")
+def ngram_root(tmp_path_factory, reuters46):
+    root = ModelRoot(tmp_path_factory.mktemp("ngram"))
+    train_ngram(reuters46, preset("quick", **SLICE), root, preset="tiny", seed=3)
+    return root
+
+
+def test_vocabulary_and_idf_follow_document_frequency():
+    texts = ["oil prices rose", "oil prices fell", "wheat exports rose", "oil output"]
+    vocabulary, idf = fit_vocabulary(texts, min_df=2)
+    # in at least 2 documents: oil (3), prices (2), rose (2), "oil prices" (2); most frequent first
+    assert vocabulary[0] == "oil" and sorted(vocabulary) == ["oil", "oil prices", "prices", "rose"]
+    df = {"oil": 3, "prices": 2, "rose": 2, "oil prices": 2}
+    expected = [np.log(5 / (1 + df[t])) + 1 for t in vocabulary]
+    np.testing.assert_allclose(idf, expected, rtol=1e-6)
+
+
+def test_features_are_sublinear_tfidf_l2_normalised():
+    vocabulary, idf = ["oil", "prices", "oil prices"], np.array([1.0, 2.0, 3.0])
+    layer = NGramClassifier(vocabulary, idf, np.zeros((3, 2)), np.zeros(2))
+    dense = tf.sparse.to_dense(layer.features(tf.constant(["oil oil prices zzz", ""]))).numpy()
+    raw = np.array([1 + np.log(2), 2.0, 3.0])  # oil twice, prices once, "oil prices" once; zzz unknown
+    np.testing.assert_allclose(dense[0, 1:], raw / np.linalg.norm(raw), rtol=1e-5)
+    assert dense[0, 0] == 0 and not dense[1].any()
+
+
+def test_vocabulary_comes_from_the_fit_split_only(ngram_root, reuters46):
+    meta = ngram_root.read_metadata(NGRAM, 1)
+    fit, val = reuters46.validation_split(meta.settings["val_fraction"], 3)
+    fit_texts = fit.head(SLICE["train_limit"]).texts()
+    assert meta.metrics["n_terms"] == len(fit_vocabulary(fit_texts, min_df=2)[0])
+    # the check can tell: with validation text the vocabulary would be another size
+    assert len(fit_vocabulary(fit_texts + val.texts()[:200], min_df=2)[0]) != meta.metrics["n_terms"]
+
+
+def test_export_has_the_raw_text_signature_labels_and_threshold(ngram_root):
+    meta = ngram_root.read_metadata(NGRAM, 1)
+    assert (meta.variant, meta.preset, meta.settings["seed"]) == (NGRAM, "tiny", 3)
+    assert len(meta.labels) == 46 and ngram_root.read_labels(NGRAM, 1) == meta.labels
+    assert meta.threshold is not None and 0 <= meta.metrics["test_accuracy"] <= 1
+    assert meta.temperature != 1.0  # SVM scores need sharpening into probabilities
+    signature = tf.saved_model.load(str(ngram_root.version_dir(NGRAM, 1))).signatures[SIGNATURE_NAME]
+    spec = signature.structured_input_signature[1][INPUT_KEY]
+    assert spec.dtype == tf.string and spec.shape.as_list() == [None]
+    assert list(signature.structured_outputs) == [OUTPUT_KEY]
+    assert signature.structured_outputs[OUTPUT_KEY].shape.as_list() == [None, 46]
+
+
+def test_empty_and_unknown_text_give_valid_probabilities(ngram_root):
+    model = ServingModel(ngram_root.version_dir(NGRAM, 1))
+    probs = model.predict(["", "   ", "qqqzx vvvwk", "Wheat exports to the Soviet Union rose", "!!!"])
+    assert probs.dtype == np.float32 and probs.shape == (5, 46)
+    assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs[0], probs[2], atol=1e-6)  # nothing known: the bias alone
+    assert not np.allclose(probs[3], probs[0])
+    alone = model.predict(["Wheat exports to the Soviet Union rose"])
+    np.testing.assert_allclose(alone[0], probs[3], atol=1e-6)
+
+
+@pytest.mark.integration
+def test_saved_model_cli_runs_on_raw_text(ngram_root):
+    from tests.training.test_saved_model_cli import ENV, SAVED_MODEL_CLI
+    done = subprocess.run(
+        [SAVED_MODEL_CLI, "run", "--dir", str(ngram_root.version_dir(NGRAM, 1)), "--tag_set", "serve",
+         "--signature_def", "serving_default", "--input_exprs", 'text=["Cocoa prices rose in Bahia", ""]'],
+        capture_output=True, text=True, timeout=180, env=ENV)
+    assert done.returncode == 0, done.stderr[-2000:]
+    numbers = [float(x) for x in re.findall(r"\d\.\d*(?:e[-+]?\d+)?", done.stdout.split("probabilities", 1)[1])]
+    assert len(numbers) == 2 * 46
+    assert abs(sum(numbers[:46]) - 1) < 1e-3 and abs(sum(numbers[46:]) - 1) < 1e-3

@@ -1,0 +1,81 @@
+"""Recurrent work in proportion to the texts' real lengths, not to ``max_length``.
+
+The encoder pads or cuts every text to ``max_length`` tokens, and a recurrent layer runs every
+step it is given.  With masking on, padding steps change nothing in the result, so a batch can
+be cut to its longest text (serving) and training batches can be made of texts of similar
+length (less padding to cut).  Without masking, padding is part of the input: nothing here
+applies and batches keep ``max_length`` columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from training.presets import TrainSettings
+
+# Training texts are sorted by length inside windows of this many batches: enough texts for
+# batches of similar length, few enough that each epoch's batches still mix the corpus.
+WINDOW_BATCHES = 16
+VALIDATION_BATCH = 256
+
+
+def trim_to_longest(ids: tf.Tensor, padding: str) -> tf.Tensor:
+    """Token ids ``[batch, max_length]`` (0 = padding) cut to the batch's longest text.
+
+    ``padding`` is the side the encoder padded ("post" or "pre"); the columns kept are the
+    ones that hold tokens.  At least one column stays, so a batch of empty texts keeps its shape.
+    """
+    width = tf.shape(ids)[1]
+    lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
+    longest = tf.clip_by_value(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1, width)
+    if padding == "pre":
+        return ids[:, width - longest:]
+    return ids[:, :longest]
+
+
+def length_batches(x: np.ndarray, y: np.ndarray, batch_size: int, padding: str, *,
+                   seed: int | None = None, shuffle: bool = True) -> tf.data.Dataset:
+    """``(ids, label)`` batches of similar-length texts, each cut to its longest text.
+
+    With ``shuffle``, texts are shuffled every epoch, sorted by length within windows of
+    :data:`WINDOW_BATCHES` batches, and the batches shuffled again, so an epoch sees every text
+    once in an order that changes from epoch to epoch (reproducibly from ``seed``).  Without it
+    (validation), texts are sorted by length over the whole set.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} texts but {len(y)} labels")
+    lengths = np.count_nonzero(x, axis=1)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, lengths))
+    window = batch_size * WINDOW_BATCHES
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(window).map(_sorted_by_length).unbatch()
+        # no batch spans two windows, so the last one of each window may be short
+        batches = sum(-(-min(window, len(x) - start) // batch_size) for start in range(0, len(x), window))
+    else:
+        order = np.argsort(lengths, kind="stable")
+        dataset = tf.data.Dataset.from_tensor_slices((x[order], y[order], lengths[order]))
+        batches = -(-len(x) // batch_size)
+    dataset = dataset.batch(batch_size).map(lambda ids, labels, _: (trim_to_longest(ids, padding), labels))
+    if shuffle:
+        dataset = dataset.shuffle(batches, seed=seed, reshuffle_each_iteration=True)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
+
+
+def _sorted_by_length(ids, labels, lengths):
+    order = tf.argsort(lengths, stable=True)
+    return tf.gather(ids, order), tf.gather(labels, order), tf.gather(lengths, order)
+
+
+def fit_arguments(settings: TrainSettings, fit: tuple[np.ndarray, np.ndarray],
+                  validation: tuple[np.ndarray, np.ndarray], seed: int) -> dict:
+    """The data arguments of ``keras.Model.fit``: length-bucketed datasets when the settings
+    ask for them and the model masks padding, else the padded arrays in shuffled batches."""
+    if settings.length_buckets and settings.mask:
+        return {"x": length_batches(*fit, settings.batch_size, settings.padding, seed=seed),
+                "validation_data": length_batches(*validation, VALIDATION_BATCH, settings.padding,
+                                                  shuffle=False),
+                "shuffle": False}  # the dataset shuffles itself, texts first, then batches
+    return {"x": fit[0], "y": fit[1], "validation_data": validation,
+            "batch_size": settings.batch_size, "shuffle": True}
