@@ -21,9 +21,9 @@ from scoring.settings import BackendSettings
 from service.gateway import Gateway
 from service.settings import GatewaySettings
 from tests.deploy.deployment import REPO, mount_at, ports
+from tests.support.inputs import NEWS, write_jsonl
 from tests.support.processes import HOST, CeleryWorker, RedisServer, wait_for
 from tests.worker.helpers import settings_of, wait_finished, worker_env
-from tests.worker.inputs import NEWS, write_jsonl
 
 MONITORING = REPO / "deploy" / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus.yml"

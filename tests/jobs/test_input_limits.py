@@ -14,7 +14,7 @@ import pytest
 from jobs.model import JobRequest
 from jobs.readers import BadRecord, ReadOptions, Record, check_input, read_input, resolve_input
 from scoring.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from tests.worker.inputs import NEWS, add_to_tar, add_to_zip, write_jsonl
+from tests.support.inputs import NEWS, add_to_tar, add_to_zip, write_jsonl
 
 
 def read(path: Path, roots: list[Path], **options) -> list:

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.readers import BadRecord, ReadOptions, Record, read_input, resolve_input
 from scoring.errors import InvalidArgument, NotFound, PermissionDenied
-from tests.worker.inputs import (
+from tests.support.inputs import (
     NEWS,
     add_to_tar,
     add_to_zip,

@@ -15,9 +15,9 @@ import pytest
 from jobs.manager import JobManager
 from jobs.model import RECORD_LOST, JobPaths
 from scoring.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from tests.support.inputs import write_jsonl
 from tests.support.processes import CeleryWorker, RedisServer, wait_for
 from tests.worker.helpers import peak_rss_mib, scored_ids, settings_of, wait_finished, worker_and_manager, worker_env
-from tests.worker.inputs import write_jsonl
 
 pytestmark = pytest.mark.integration
 

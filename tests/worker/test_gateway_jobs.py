@@ -16,8 +16,8 @@ from scoring.settings import BackendSettings
 from service.client import main as cli
 from service.gateway import Gateway
 from service.settings import GatewaySettings
+from tests.support.inputs import NEWS, write_jsonl
 from tests.support.processes import HOST, free_port, wait_for
-from tests.worker.inputs import NEWS, write_jsonl
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,7 @@ from jobs.manager import JobManager
 from jobs.model import JobPaths, JobRequest
 from jobs.settings import JobSettings
 from scoring.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from tests.support.processes import free_port, wait_for
-from tests.worker.helpers import wait_finished
-from tests.worker.inputs import (
+from tests.support.inputs import (
     NEWS,
     add_to_tar,
     add_to_zip,
@@ -26,6 +24,8 @@ from tests.worker.inputs import (
     write_jsonl,
     write_txt_folder,
 )
+from tests.support.processes import free_port, wait_for
+from tests.worker.helpers import wait_finished
 from training.corpus import read_corpus
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from jobs.manager import JobManager
+from tests.support.inputs import write_jsonl
 from tests.worker.helpers import settings_of, worker_env
-from tests.worker.inputs import write_jsonl
 from worker.settings import WorkerSettings
 from worker.sweeper import Sweeper
 
