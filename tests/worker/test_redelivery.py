@@ -91,6 +91,8 @@ def test_killed_worker_group_recovers_within_the_stall_bound(redis_url, tiny_mod
         first.wait_ready()
         job = manager.submit({"input": str(corpus_dir), "chunk_size": 2000})
         wait_for(lambda: manager.get(job.id).chunks_done >= 1, 60, "the first chunk")
+        # Kill while a later chunk is in hand, not in the gap between two chunks.
+        wait_for(lambda: manager.store.redis.hlen("unacked") == 1, 30, "a chunk in flight", step=0.005)
         first.kill()
         killed_at = time.monotonic()
         assert manager.store.redis.hlen("unacked") == 1, "a chunk should have been in flight"
