@@ -33,7 +33,7 @@ from bench.report import write_section
 WORK = REPO / "runs" / "length-bench"
 VARIANTS = ("gru", "bilstm")
 FIXED_SUFFIX = "-fixed"
-TRAIN_EPOCHS = 4
+TRAIN_EPOCHS = 12
 TARGET_TRAIN = 1.5
 TARGET_IN_PROCESS = 2.0
 TARGET_ABS_DIFF = 1e-5
@@ -55,38 +55,52 @@ def _load_all(work: Path, prefix: str) -> list[dict]:
 # -- training -----------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    """Train ``variant`` with the default preset twice from one seed: fixed-length, then bucketed."""
+    """Train ``variant`` with the default preset twice from one seed: fixed-length, then bucketed.
+
+    With the preset's own epochs and no ``--set``, the bucketed run *is* the training
+    benchmark's run of (variant, seed): it is trained, exported and kept in ``--state`` (or
+    reused from there), so one run serves both tables.
+    """
     import tempfile
 
+    from bench.training_bench import State, train_one
     from training.dataset import load
     from training.layout import ModelRoot
     from training.presets import preset
     from training.train import train_variant
 
     data = load(args.corpus)
+    overrides = {"epochs": args.epochs, **dict(item.split("=", 1) for item in args.set)}
+    shared = not args.set and args.epochs == preset("default", args.variant).epochs
     figures: dict = {"variant": args.variant, "seed": args.seed, "epochs": args.epochs,
                      "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="length-bench-") as tmp:
         root = ModelRoot(tmp)
         for mode, buckets in (("fixed", False), ("bucketed", True)):
-            overrides = {"epochs": args.epochs, **dict(item.split("=", 1) for item in args.set)}
             settings = preset("default", args.variant, **overrides, length_buckets=buckets)
             print(f"== {args.variant} seed {args.seed}: {mode} batches, {args.epochs} epochs", flush=True)
-            result = train_variant(data, args.variant, settings, root, preset="default", seed=args.seed,
-                                   cache_dir=args.cache_dir, verbose=2)
-            meta = result.metadata
+            if buckets and shared:
+                state = State(args.state)
+                kept = state.get(args.variant, args.seed) or train_one(
+                    args.variant, args.seed, data, state, {}, args.cache_dir)
+                state.put(args.variant, args.seed, kept)
+                bench_root = state.root(args.seed)
+                meta = bench_root.read_metadata(args.variant, kept["version"])
+            else:
+                result = train_variant(data, args.variant, settings, root, preset="default", seed=args.seed,
+                                       cache_dir=args.cache_dir, verbose=2)
+                meta = result.metadata
+            if not buckets:
+                fixed = result
             figures[mode] = {
-                "epoch_seconds": result.epoch_seconds,
-                # the first epoch also traces the training step; later ones are the steady cost
-                "steady_epoch_seconds": float(np.mean(result.epoch_seconds[1:] or result.epoch_seconds)),
+                "steady_epoch_seconds": meta.metrics["steady_seconds_per_epoch"],
                 "val_accuracy": meta.metrics["val_accuracy"],
-                "best_val_accuracy": max(result.history.get("val_accuracy", [0.0])),
-                "epochs_run": len(result.epoch_seconds),
+                "epochs_run": int(meta.metrics["epochs_run"]),
             }
             print(f"   {mode}: {figures[mode]['steady_epoch_seconds']:.1f} s/epoch, "
                   f"val accuracy {meta.metrics['val_accuracy']:.4f}", flush=True)
-        if args.export:
-            _export_both(data, result, settings, args.seed, ModelRoot(args.work / "models"))
+        if args.export:  # the fixed-length run's weights: what a call costs does not depend on them
+            _export_both(data, fixed, settings, args.seed, ModelRoot(args.work / "models"))
     figures["load_after"] = os.getloadavg()[0]
     _save(args.work, f"train-{args.variant}-{args.seed}", figures)
     return 0
@@ -173,23 +187,34 @@ def _timed(call) -> float:
     return time.perf_counter() - started
 
 
-def _gateway(root: Path, models: dict[str, str], texts: list[str], requests: int, rounds: int,
-             split_cost: int) -> dict[str, float]:
-    """Requests/s at concurrency 32 through the gateway (gRPC), one document per request:
-    each model of ``models`` (row name -> model) without the length split, and the new graph with it."""
+BEFORE_ROW, AFTER_ROW = "before: fixed graph, one batch", "after: new graph, length classes and split"
+
+
+def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int, rounds: int) -> dict[str, float]:
+    """Requests/s at concurrency 32 through the gateway (gRPC), one document per request: one
+    gateway batching as before (no length classes, no split), one with today's defaults."""
     from bench.gateway_bench import GatewayProcess, load
     from service.client.transport import GrpcTransport
 
     processes, clients = {}, {}
     try:
-        for split in (0, split_cost):
-            os.environ["NEWSCLF_BATCH_SPLIT_CALL_COST"] = str(split)
-            processes[split] = GatewayProcess(root)
-        for split, process in processes.items():
+        for batching, env in (("before", {"NEWSCLF_BATCH_LENGTH_CLASSES": "", "NEWSCLF_BATCH_SPLIT_CALL_COST": "0"}),
+                              ("today", {})):
+            saved = {key: os.environ.pop(key, None) for key in env}
+            os.environ.update(env)
+            try:
+                processes[batching] = GatewayProcess(root)
+            finally:
+                for key, value in saved.items():
+                    os.environ.pop(key, None)
+                    if value is not None:
+                        os.environ[key] = value
+        for batching, process in processes.items():
             process.wait_ready()
-            clients[split] = GrpcTransport(f"127.0.0.1:{process.grpc_port}")
-        modes = {name: (clients[0], model) for name, model in models.items()}
-        modes["after: new graph, length split"] = (clients[split_cost], models["new graph, no split"])
+            clients[batching] = GrpcTransport(f"127.0.0.1:{process.grpc_port}")
+        modes = {BEFORE_ROW: (clients["before"], old), "new graph, one batch": (clients["before"], new),
+                 "fixed graph, length classes and split": (clients["today"], old),
+                 AFTER_ROW: (clients["today"], new)}
         for client, model in modes.values():
             for text in texts[:32]:
                 client.classify([{"text": text}], model, top_k=3)
@@ -202,7 +227,6 @@ def _gateway(root: Path, models: dict[str, str], texts: list[str], requests: int
                 print(f"   gateway {mode}: {run.throughput:.0f} req/s", flush=True)
         return {mode: statistics.median(values) for mode, values in tries.items()}
     finally:
-        os.environ.pop("NEWSCLF_BATCH_SPLIT_CALL_COST", None)
         for client in clients.values():
             client.close()
         for process in processes.values():
@@ -293,14 +317,14 @@ def cmd_score(args) -> int:
 def _gateway_figures(args, texts: list[str]) -> dict:
     from service.settings import GatewaySettings
 
-    new, old = args.variant, args.variant + FIXED_SUFFIX
     step = max(1, len(texts) // args.gateway_texts)
     sample = [t for t in texts[::step] if t.strip()][:args.gateway_texts]
     settings = GatewaySettings()
-    rps = _gateway(args.work / "models", {"before: fixed graph, no split": old, "new graph, no split": new},
-                   sample, args.requests, args.rounds, settings.batch_split_call_cost)
+    rps = _gateway(args.work / "models", args.variant, args.variant + FIXED_SUFFIX, sample, args.requests,
+                   args.rounds)
     return {"gateway_split_cost": settings.batch_split_call_cost,
-            "gateway_split_step_cost": settings.batch_split_step_cost, "gateway_rps": rps,
+            "gateway_split_step_cost": settings.batch_split_step_cost,
+            "gateway_length_classes": settings.batch_length_classes, "gateway_rps": rps,
             "gateway_texts": len(sample), "gateway_requests": args.requests,
             "gateway_load": os.getloadavg()[0]}
 
@@ -392,32 +416,23 @@ def _scoring_section(score: dict) -> list[str]:
               f"{cost.get('step_cost_token_steps', 0):,.0f}."]
     if "gateway_rps" in score:
         rps = score["gateway_rps"]
-        base = rps["before: fixed graph, no split"]
+        base = rps[BEFORE_ROW]
+        classes = ",".join(map(str, score["gateway_length_classes"]))
         lines += ["", f"Gateway (`python -m service serve`, gRPC, one document per request, concurrency 32, "
                   f"{score['gateway_requests']} requests per row and round, {score['gateway_texts']} corpus texts "
-                  f"cycled; length split at `BATCH_SPLIT_CALL_COST={score['gateway_split_cost']}`, "
-                  f"`BATCH_SPLIT_STEP_COST={score.get('gateway_split_step_cost', 0)}`):", "",
+                  f"cycled). *One batch*: the batcher as before (`BATCH_LENGTH_CLASSES=` empty, "
+                  f"`BATCH_SPLIT_CALL_COST=0`); *length classes and split*: today's defaults "
+                  f"(`BATCH_LENGTH_CLASSES={classes}`, `BATCH_SPLIT_CALL_COST={score['gateway_split_cost']}`, "
+                  f"`BATCH_SPLIT_STEP_COST={score['gateway_split_step_cost']}`); load average "
+                  f"{score['gateway_load']:.1f} after:", "",
                   "| mode | req/s | × before |", "|---|---:|---:|"]
         lines += [f"| {mode} | {value:,.0f} | {value / base:.2f} |" for mode, value in rps.items()]
-        call, step = cost["call_cost_token_steps"], cost.get("step_cost_token_steps", 0.0)
-        examples = []
-        for n, shorts in ((16, 8), (64, 60)):
-            whole = call + (step + n) * 300
-            cut = 2 * call + (step + shorts) * 50 + (step + n - shorts) * 300
-            examples.append(f"{n} texts of which {shorts} have 50 words and the rest 300: "
-                            f"{whole:,.0f} token steps whole, {cut:,.0f} cut in two")
-        lines += ["", "At the measured costs: " + "; ".join(examples) + ". A time step costs as much as "
-                  f"{step:.0f} texts do, so cutting a micro-batch of a dozen or two texts saves little; "
-                  "it pays for large batches of mostly short texts with a few long ones."]
-        from service.settings import GatewaySettings
-        defaults = GatewaySettings()
-        if (score["gateway_split_cost"], score.get("gateway_split_step_cost", 0)) != (
-                defaults.batch_split_call_cost, defaults.batch_split_step_cost):
-            lines += ["", f"These gateway rows predate today's defaults (`BATCH_SPLIT_CALL_COST="
-                      f"{defaults.batch_split_call_cost}`, `BATCH_SPLIT_STEP_COST={defaults.batch_split_step_cost}`, "
-                      "set from the fitted costs above); at the costs used the batch was practically never cut. "
-                      f"`python -m bench.length_bench gateway --variant {variant}` measures them again."]
-        best = rps["after: new graph, length split"] / base
+        step = cost.get("step_cost_token_steps", 0.0)
+        lines += ["", f"A time step costs as much as {step:.0f} texts do, and at concurrency 32 a micro-batch "
+                  "holds a dozen or so requests, nearly always one long text among them: cutting such a "
+                  "batch in two costs more time steps than it saves, so the length classes keep short and "
+                  "long requests in different batches from the start instead."]
+        best = rps[AFTER_ROW] / base
         verdicts.append(f"- gateway at concurrency 32: {best:.2f}× today's requests/s (target ≥ 1.5×) — "
                         f"{'met' if best >= 1.5 else 'NOT met'}")
     return lines + [""] + verdicts + [""]
@@ -475,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     p.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "cache",
                    help="word2vec start kept between runs (same seed, same start)")
+    p.add_argument("--state", type=Path, default=REPO / "runs" / "bench",
+                   help="the training benchmark's state, which keeps the bucketed run")
     p.add_argument("--export", action="store_true",
                    help="export the bucketed model twice (batch-longest and max_length padding) for `score`")
     p.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",

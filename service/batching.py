@@ -10,14 +10,18 @@ documents or when the oldest has waited ``max_delay`` — and only while fewer t
 instead of queueing more calls.
 Results are split back per request. Admission is bounded by ``max_queued`` documents in the
 whole gateway; past it, requests fail fast with ``ResourceExhausted`` rather than pile up.
-A merged batch of short and long texts may cost more than the same texts in two calls, since
-the export cuts a batch to its longest text: with ``split_call_cost`` set, the batch is cut by
-length where that saves more than the extra calls and time steps cost
+The export cuts a batch to its longest text, so a short text batched with a long one pays for
+the long one.  With ``length_classes`` (token bounds such as ``(60, 150)``), each request gets
+the class of its longest text and a batch takes only requests of its oldest request's class:
+short texts wait for the lane with short texts, not with long ones, and no request is passed
+over for long, since the oldest always goes next.  With ``split_call_cost`` set, a merged batch
+is also cut by length where that saves more than the extra calls and time steps cost
 (:func:`scoring.lengths.length_groups`).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import threading
@@ -45,6 +49,7 @@ class _Item:
     texts: Sequence[str]
     deadline: float
     enqueued: float
+    length_class: int = 0
     future: Future = field(default_factory=Future)
 
 
@@ -66,8 +71,9 @@ class MicroBatcher:
 
     def __init__(self, backend: Backend, max_size: int = 64, max_delay_s: float = 0.002,
                  max_queued: int = 4096, concurrency: int = 2, metrics: Metrics | None = None,
-                 split_call_cost: int = 0, split_step_cost: int = 0):
+                 split_call_cost: int = 0, split_step_cost: int = 0, length_classes: Sequence[int] = ()):
         self.backend = backend
+        self.length_classes = sorted(set(length_classes))
         self.split_call_cost = max(0, split_call_cost)
         self.split_step_cost = max(0, split_step_cost)
         self._max_tokens: dict[LaneKey, int] = {}  # each lane's max_length, from its answers
@@ -97,7 +103,8 @@ class MicroBatcher:
         Returns the backend's result restricted to these texts' rows.
         """
         n = len(texts)
-        item = _Item(texts=texts, deadline=deadline, enqueued=time.monotonic())
+        item = _Item(texts=texts, deadline=deadline, enqueued=time.monotonic(),
+                     length_class=self._length_class(texts))
         key = (model, version, version_label)
         with self._cond:
             if self._closing:
@@ -134,6 +141,11 @@ class MicroBatcher:
         self._dispatcher.join(timeout)
         self._pool.shutdown(wait=True)
 
+    def _length_class(self, texts: Sequence[str]) -> int:
+        if not self.length_classes or not texts:
+            return 0
+        return bisect.bisect_left(self.length_classes, max(token_estimate(t) for t in texts))
+
     # -- dispatcher ----------------------------------------------------------------------
     def _admit(self, n: int) -> None:
         self._queued += n
@@ -169,12 +181,17 @@ class MicroBatcher:
                     self._cond.wait(timeout)
 
     def _take(self, lane: _Lane, now: float) -> list[_Item]:
-        """Pop whole requests up to ``max_size`` documents (a larger request goes alone)."""
+        """Pop whole requests of the oldest live request's length class, up to ``max_size``
+        documents (a larger request goes alone); requests of other classes keep their places."""
         batch: list[_Item] = []
+        passed: list[_Item] = []
         size = 0
         while lane.items:
             item = lane.items[0]
             n = len(item.texts)
+            if batch and item.length_class != batch[0].length_class:
+                passed.append(lane.items.popleft())
+                continue
             if batch and size + n > self.max_size:
                 break
             lane.items.popleft()
@@ -188,6 +205,7 @@ class MicroBatcher:
                 continue
             batch.append(item)
             size += n
+        lane.items.extendleft(reversed(passed))
         return batch
 
     def _run(self, lane: _Lane, batch: list[_Item]) -> None:

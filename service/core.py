@@ -77,7 +77,8 @@ class ClassifierService:
                                     max_queued=settings.max_queued_documents,
                                     concurrency=settings.batch_concurrency, metrics=self.metrics,
                                     split_call_cost=settings.batch_split_call_cost,
-                                    split_step_cost=settings.batch_split_step_cost)
+                                    split_step_cost=settings.batch_split_step_cost,
+                                    length_classes=settings.batch_length_classes)
 
     def classify(self, request: ClassifyRequest, timeout: float | None = None,
                  transport: str = "inproc", method: str = "classify") -> ClassifyResult:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from scoring.settings import BackendSettings, CommaList, Limits, split_commas
 
@@ -29,6 +31,9 @@ class GatewaySettings(BackendSettings, Limits):
     # measured: gru 85 and 45, bilstm 187 and 20 (python -m bench.length_bench score)
     batch_split_call_cost: int = Field(default=100, ge=0)
     batch_split_step_cost: int = Field(default=30, ge=0)
+    # Token bounds of the length classes a batch keeps to (requests by their longest text);
+    # empty: one class.
+    batch_length_classes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [60, 150])
     max_queued_documents: int = 4096
     api_keys: CommaList = Field(default_factory=list)
     tls_cert: Path | None = None
@@ -38,7 +43,14 @@ class GatewaySettings(BackendSettings, Limits):
     allow_open: bool = False
     metrics_auth: bool = False
 
-    _split_keys = field_validator("api_keys", mode="before")(split_commas)
+    _split_keys = field_validator("api_keys", "batch_length_classes", mode="before")(split_commas)
+
+    @field_validator("batch_length_classes")
+    @classmethod
+    def _positive_bounds(cls, bounds: list[int]) -> list[int]:
+        if any(b < 1 for b in bounds):
+            raise ValueError("length class bounds are token counts of at least 1")
+        return sorted(set(bounds))
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "GatewaySettings":

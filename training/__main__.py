@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from training.corpus import CorpusError
-from training.layout import DEFAULT_SERVING_BASE, NGRAM, VARIANTS, LayoutError, ModelRoot
+from training.layout import CUDNN, DEFAULT_SERVING_BASE, GENERIC, NGRAM, VARIANTS, LayoutError, ModelRoot
 from training.presets import PRESETS, TrainSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving-base-path", default=DEFAULT_SERVING_BASE,
                    help="model root as TF Serving sees it, written into models.config")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    p.add_argument("--kernels", choices=[GENERIC, CUDNN], default=GENERIC,
+                   help="recurrent kernels in the export: generic (CPU and GPU, the default) or cudnn "
+                        "(GPU only: TF Serving or the gateway then needs a GPU)")
     _add_setting_options(p)
 
     p = commands.add_parser("evaluate", help="score an exported model on the test split")
@@ -181,7 +184,8 @@ def cmd_train(args) -> int:
         else:
             m = train_variant(data, variant, settings[variant], root, name=args.name, preset=args.preset,
                               seed=args.seed, log_dir=args.log_dir, verbose=verbose,
-                              cache_dir=args.cache_dir, serving_base=args.serving_base_path).metadata
+                              cache_dir=args.cache_dir, serving_base=args.serving_base_path,
+                              kernels=args.kernels).metadata
         print(f"[{variant}] exported {m.model}/{m.version}: test accuracy "
               f"{m.metrics['test_accuracy']:.4f}, macro-F1 {m.metrics['test_macro_f1']:.4f}, "
               f"T={m.temperature:.2f}, {m.metrics['train_seconds']:.0f} s training, "

@@ -35,9 +35,11 @@ from training.calibration import apply_temperature, choose_threshold, expected_c
 from training.ensemble import MEAN, PRODUCT, choose_weights, pool
 from training.evaluate import HISTORY_FILE, ServingModel, classification_metrics
 from training.layout import (
+    CUDNN,
     DEFAULT_SERVING_BASE,
     ENSEMBLE,
     EXTRA_DIR,
+    GENERIC,
     INPUT_KEY,
     LABELS_FILE,
     METADATA_FILE,
@@ -55,8 +57,6 @@ WARMUP_SAMPLES = 4
 _TEXT_SPEC = tf.TensorSpec(shape=[None], dtype=tf.string, name=INPUT_KEY)
 # How the serving graph pads a batch: to its longest text, or every text to max_length.
 PAD_TO_LONGEST, PAD_TO_MAX_LENGTH = "longest", "max_length"
-# Recurrent kernels traced into the graph: generic (CPU and GPU) or cuDNN (GPU only).
-GENERIC, CUDNN = "generic", "cudnn"
 
 
 def _scale(probs: tf.Tensor, temperature: float) -> tf.Tensor:

@@ -31,6 +31,8 @@ OUTPUT_KEY = "probabilities"
 VARIANTS = ("rnn", "lstm", "gru", "bilstm")
 ENSEMBLE = "ensemble"
 NGRAM = "ngram"  # the TF-IDF 1-2-gram linear model (training/ngrams.py)
+# Recurrent kernels traced into an export: generic (CPU and GPU) or cuDNN (GPU only).
+GENERIC, CUDNN = "generic", "cudnn"
 EXTRA_DIR = "assets.extra"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"

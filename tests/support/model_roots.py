@@ -55,3 +55,16 @@ def saved_model_probabilities(root: ModelRoot, model: str, version: int, texts: 
     loaded = tf.saved_model.load(str(root.version_dir(model, version)))
     output = loaded.signatures[SIGNATURE_NAME](**{INPUT_KEY: tf.constant(texts)})
     return output[OUTPUT_KEY].numpy()
+
+
+def graph_ops(saved_model_dir) -> set[str]:
+    """Every op type in a SavedModel's graph and function library, read without loading it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    ops = set()
+    for graph in proto.meta_graphs:
+        ops |= {node.op for node in graph.graph_def.node}
+        ops |= {node.op for fn in graph.graph_def.library.function for node in fn.node_def}
+    return ops

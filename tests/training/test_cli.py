@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.model_roots import graph_ops
 from training.layout import EXTRA_DIR, ModelRoot
 
 pytestmark = pytest.mark.integration  # every test here runs the CLI as a subprocess
@@ -38,6 +39,7 @@ def assert_clear_error(done: subprocess.CompletedProcess, fragment: str) -> None
     (["train", "--variant", "rnn", "--corpus", "/nonexistent/reuters"], "corpus not found"),
     (["data", "--corpus", "/nonexistent/reuters21578.tar.gz"], "corpus not found"),
     (["train", "--pooling", "median"], "invalid choice: 'median'"),
+    (["train", "--kernels", "mkl"], "invalid choice: 'mkl'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     ([], "required: command"),
 ])
@@ -107,6 +109,20 @@ def test_train_evaluate_report_label(tmp_path, corpus_dir):
     assert 'version_labels { key: "canary" value: 1 }' in (root / "models.config").read_text()
     assert_clear_error(run("label", "gru", "stable", "9", "--model-root", str(root)), "has no version 9")
     assert_clear_error(run("evaluate", "lstm", "--model-root", str(root)), "no exported model 'lstm'")
+
+
+def test_train_exports_the_cudnn_flavour_on_request(tmp_path, corpus_dir):
+    """`--kernels cudnn` publishes a GPU-only graph; its figures come from the same weights traced
+    with the generic kernels, since this machine has no GPU to run the cuDNN graph on."""
+    root = tmp_path / "models"
+    done = run("train", "--variant", "gru", "--preset", "quick", "--corpus", str(corpus_dir), "--kernels", "cudnn",
+               "--model-root", str(root), "--log-dir", str(tmp_path / "runs"), "--epochs", "1",
+               "--train-limit", "200", "--test-limit", "50", "--vocab-size", "500", "--max-length", "16",
+               "--units", "4", "--embedding-dim", "8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = ModelRoot(root)
+    assert "CudnnRNNV3" in graph_ops(models.version_dir("gru", 1))
+    assert 0.0 <= models.read_metadata("gru", 1).metrics["test_accuracy"] <= 1.0
 
 
 def test_evaluate_refuses_a_model_trained_on_other_labels(tmp_path, tiny_model_root, corpus_dir):

@@ -6,27 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
+from tests.support.model_roots import graph_ops
 from training.evaluate import ServingModel
-from training.export import CUDNN, PAD_TO_MAX_LENGTH, write_serving_model
+from training.export import PAD_TO_MAX_LENGTH, write_serving_model
+from training.layout import CUDNN
 from training.lengths import WINDOW_BATCHES, fit_arguments, length_batches, trim_to_longest
 from training.models import TextEncoder, build_classifier
 from training.presets import preset
 
 SMALL = dict(vocab_size=3000, embedding_dim=16, units=8, embedding_init="random", batch_size=32)
 FIT_DOCS = 300
-
-
-def _ops(saved_model_dir) -> set[str]:
-    """Every op type in a SavedModel's graph and function library, read without loading it."""
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
-    ops = set()
-    for graph in proto.meta_graphs:
-        ops |= {node.op for node in graph.graph_def.node}
-        ops |= {node.op for fn in graph.graph_def.library.function for node in fn.node_def}
-    return ops
 
 
 def _trained(reuters46, variant: str, **overrides):
@@ -112,11 +102,11 @@ def test_cudnn_flavour_holds_cudnn_ops_and_default_holds_none(reuters46, tmp_pat
     encoder, classifier = _trained(reuters46, variant)
     write_serving_model(tmp_path / "default", encoder, classifier)
     write_serving_model(tmp_path / "cudnn", encoder, classifier, kernels=CUDNN)
-    assert not any("Cudnn" in op for op in _ops(tmp_path / "default"))
-    assert "CudnnRNNV3" in _ops(tmp_path / "cudnn")
+    assert not any("Cudnn" in op for op in graph_ops(tmp_path / "default"))
+    assert "CudnnRNNV3" in graph_ops(tmp_path / "cudnn")
     # the default graph traced after the cuDNN one is generic again, and still serves here
     write_serving_model(tmp_path / "after", encoder, classifier)
-    assert not any("Cudnn" in op for op in _ops(tmp_path / "after"))
+    assert not any("Cudnn" in op for op in graph_ops(tmp_path / "after"))
     assert ServingModel(tmp_path / "after").predict(["Wheat exports rose"]).shape == (1, 46)
 
 
@@ -193,7 +183,7 @@ def test_cudnn_export_is_published_with_figures_from_the_generic_graph(reuters46
                         settings={"mask": True}, labels=reuters46.labels, validation=validation,
                         kernels=CUDNN)
     published = root.version_dir("gru", meta.version)
-    assert "CudnnRNNV3" in _ops(published)
+    assert "CudnnRNNV3" in graph_ops(published)
     assert [p.name for p in (tmp_path / "models" / "gru").iterdir() if p.name.startswith(".")] == []
     generic = tmp_path / "generic"
     write_serving_model(generic, encoder, classifier)

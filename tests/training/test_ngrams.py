@@ -47,9 +47,10 @@ def test_vocabulary_comes_from_the_fit_split_only(ngram_root, reuters46):
     meta = ngram_root.read_metadata(NGRAM, 1)
     fit, val = reuters46.validation_split(meta.settings["val_fraction"], 3)
     fit_texts = fit.head(SLICE["train_limit"]).texts()
-    assert meta.metrics["n_terms"] == len(fit_vocabulary(fit_texts, min_df=2)[0])
+    min_df = meta.settings["ngram_min_df"]
+    assert meta.metrics["n_terms"] == len(fit_vocabulary(fit_texts, min_df=min_df)[0])
     # the check can tell: with validation text the vocabulary would be another size
-    assert len(fit_vocabulary(fit_texts + val.texts()[:200], min_df=2)[0]) != meta.metrics["n_terms"]
+    assert len(fit_vocabulary(fit_texts + val.texts()[:200], min_df=min_df)[0]) != meta.metrics["n_terms"]
 
 
 def test_export_has_the_raw_text_signature_labels_and_threshold(ngram_root):

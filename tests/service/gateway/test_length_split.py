@@ -39,11 +39,11 @@ class Held(Recording):
         return super().classify(texts, *args, **kwargs)
 
 
-def _merged(backend, split_call_cost: int):
+def _merged(backend, split_call_cost: int = 0, length_classes=()):
     """Submit every text as its own request while the lane is busy, so all of them merge."""
     held = Held(backend)
     batcher = MicroBatcher(held, max_size=64, max_delay_s=0.0, concurrency=1,
-                           split_call_cost=split_call_cost)
+                           split_call_cost=split_call_cost, length_classes=length_classes)
     texts = [LONG[0], SHORT[0], SHORT[1], LONG[1], SHORT[2], SHORT[3]]
     try:
         with ThreadPoolExecutor(len(texts) + 1) as pool:
@@ -75,3 +75,20 @@ def test_no_cut_when_calls_cost_more_than_the_saving_or_splitting_is_off(backend
     for cost in (0, 10**6):
         texts, _, calls = _merged(backend, split_call_cost=cost)
         assert [sorted(c) for c in calls] == [sorted(texts)]
+
+
+def test_length_classes_keep_short_and_long_requests_apart_oldest_class_first(backend):
+    texts, results, calls = _merged(backend, length_classes=(60, 150))
+    # the oldest queued request is long, so the long ones go first, then the short ones
+    assert calls == [[LONG[0], LONG[1]], SHORT]
+    for text, result in zip(texts, results):
+        np.testing.assert_allclose(result.probabilities, backend.classify([text], "gru").probabilities, atol=1e-5)
+
+
+def test_a_request_takes_the_class_of_its_longest_text(backend):
+    batcher = MicroBatcher(backend, length_classes=(60, 150))
+    try:
+        assert [batcher._length_class(t) for t in (SHORT, [SHORT[0], LONG[0]], [" ".join(["w"] * 100)], [])] == [
+            0, 2, 1, 0]
+    finally:
+        batcher.close()
