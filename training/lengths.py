@@ -14,9 +14,6 @@ import tensorflow as tf
 
 from training.presets import TrainSettings
 
-# Training texts are sorted by length inside windows of this many batches: enough texts for
-# batches of similar length, few enough that each epoch's batches still mix the corpus.
-WINDOW_BATCHES = 16
 VALIDATION_BATCH = 256
 
 
@@ -34,12 +31,12 @@ def trim_to_longest(ids: tf.Tensor, padding: str) -> tf.Tensor:
     return ids[:, :longest]
 
 
-def length_batches(x: np.ndarray, y: np.ndarray, batch_size: int, padding: str, *,
+def length_batches(x: np.ndarray, y: np.ndarray, batch_size: int, padding: str, *, window_batches: int = 1,
                    seed: int | None = None, shuffle: bool = True) -> tf.data.Dataset:
     """``(ids, label)`` batches of similar-length texts, each cut to its longest text.
 
     With ``shuffle``, texts are shuffled every epoch, sorted by length within windows of
-    :data:`WINDOW_BATCHES` batches, and the batches shuffled again, so an epoch sees every text
+    ``window_batches`` batches, and the batches shuffled again, so an epoch sees every text
     once in an order that changes from epoch to epoch (reproducibly from ``seed``).  Without it
     (validation), texts are sorted by length over the whole set.
     """
@@ -47,7 +44,7 @@ def length_batches(x: np.ndarray, y: np.ndarray, batch_size: int, padding: str, 
         raise ValueError(f"{len(x)} texts but {len(y)} labels")
     lengths = np.count_nonzero(x, axis=1)
     dataset = tf.data.Dataset.from_tensor_slices((x, y, lengths))
-    window = batch_size * WINDOW_BATCHES
+    window = batch_size * window_batches
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(window).map(_sorted_by_length).unbatch()
@@ -73,7 +70,8 @@ def fit_arguments(settings: TrainSettings, fit: tuple[np.ndarray, np.ndarray],
     """The data arguments of ``keras.Model.fit``: length-bucketed datasets when the settings
     ask for them and the model masks padding, else the padded arrays in shuffled batches."""
     if settings.length_buckets and settings.mask:
-        return {"x": length_batches(*fit, settings.batch_size, settings.padding, seed=seed),
+        return {"x": length_batches(*fit, settings.batch_size, settings.padding,
+                                    window_batches=settings.length_bucket_window, seed=seed),
                 "validation_data": length_batches(*validation, VALIDATION_BATCH, settings.padding,
                                                   shuffle=False),
                 "shuffle": False}  # the dataset shuffles itself, texts first, then batches

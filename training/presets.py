@@ -26,6 +26,9 @@ class TrainSettings(BaseModel):
     mask: bool = Field(True, description="mask padding in the recurrent layer")
     length_buckets: bool = Field(True, description="train on batches of similar-length texts, each cut "
                                                    "to its longest (masked models only)")
+    length_bucket_window: int = Field(16, ge=1, description="length buckets: texts are sorted by length within "
+                                                            "windows of this many batches (more: less padding, "
+                                                            "batches less mixed)")
     embedding_dim: int = Field(128, ge=1)
     embedding_init: Literal["random", "word2vec"] = Field(
         "word2vec", description="embedding start: uniform random, or word2vec pre-trained on the "

@@ -11,7 +11,7 @@ from tests.support.model_roots import graph_ops
 from training.evaluate import ServingModel
 from training.export import PAD_TO_MAX_LENGTH, write_serving_model
 from training.layout import CUDNN
-from training.lengths import WINDOW_BATCHES, fit_arguments, length_batches, trim_to_longest
+from training.lengths import fit_arguments, length_batches, trim_to_longest
 from training.models import TextEncoder, build_classifier
 from training.presets import preset
 
@@ -129,7 +129,7 @@ def test_length_batches_hold_every_text_once_cut_to_their_longest():
         x[i, :k] = rng.integers(2, 500, size=k)
     y = np.arange(n)
     epochs = []
-    dataset = length_batches(x, y, batch, "post", seed=4)
+    dataset = length_batches(x, y, batch, "post", window_batches=4, seed=4)
     for _ in range(2):  # two epochs over one dataset, as Keras iterates it
         seen_x, seen_y, widths, spread = [], [], [], []
         for ids, labels in dataset:
@@ -147,12 +147,12 @@ def test_length_batches_hold_every_text_once_cut_to_their_longest():
         assert np.mean(spread) < width / 4
         assert np.sum(widths) * batch < 0.75 * n * width
     assert epochs[0] != epochs[1]  # a new order every epoch
-    again = [labels.numpy().tolist() for _, labels in length_batches(x, y, batch, "post", seed=4)]
+    again = [labels.numpy().tolist() for _, labels in length_batches(x, y, batch, "post", window_batches=4, seed=4)]
     assert sum(again, []) == epochs[0]  # reproducible from the seed
-    window = batch * WINDOW_BATCHES
+    window = batch * 4
     windows = [min(window, n - start) for start in range(0, n, window)]
     assert len(again) == sum(int(np.ceil(w / batch)) for w in windows)  # no batch spans two windows
-    assert length_batches(x, y, batch, "post", seed=4).cardinality().numpy() == len(again)
+    assert length_batches(x, y, batch, "post", window_batches=4, seed=4).cardinality().numpy() == len(again)
 
 
 def test_validation_batches_are_sorted_and_complete():
