@@ -81,7 +81,7 @@ def test_killed_worker_group_recovers_within_the_stall_bound(redis_url, tiny_mod
     """The whole worker dies with a chunk in hand (no reject possible, its message stays
     unacknowledged): the next worker's sweeper re-queues the job's missing chunks once it has
     shown no sign of life for ``stall_after_s``, long before the visibility timeout."""
-    env = worker_env(redis_url + "/3", tiny_model_root, job_root, corpus_dir.resolve(),
+    env = worker_env(redis_url + "/3", tiny_model_root, job_root, corpus_dir.resolve(), batch_size=4,
                      visibility_timeout_s=VISIBILITY_S, chunk_time_limit_s=VISIBILITY_S - 10,
                      stall_after_s=STALL_S, sweep_interval_s=SWEEP_S)
     manager = JobManager(settings_of(env))
@@ -91,11 +91,16 @@ def test_killed_worker_group_recovers_within_the_stall_bound(redis_url, tiny_mod
         first.wait_ready()
         job = manager.submit({"input": str(corpus_dir), "chunk_size": 2000})
         wait_for(lambda: manager.get(job.id).chunks_done >= 1, 60, "the first chunk")
-        # Kill while a later chunk is in hand, not in the gap between two chunks.
+        # Kill while the next chunk is being scored: not in the gap between two chunks, and not
+        # between a finished chunk's results and its acknowledgement (small model batches make a
+        # chunk take most of a second, so a quarter-second in is mid-chunk).
+        done = manager.get(job.id).chunks_done
+        time.sleep(0.25)
         wait_for(lambda: manager.store.redis.hlen("unacked") == 1, 30, "a chunk in flight", step=0.005)
         first.kill()
         killed_at = time.monotonic()
         assert manager.store.redis.hlen("unacked") == 1, "a chunk should have been in flight"
+        assert manager.get(job.id).chunks_done == done, "the chunk in flight had already finished"
         assert manager.get(job.id).state == "running"
         second = CeleryWorker(env, job_root / "worker-second.log", name="second")
         second.wait_ready()
