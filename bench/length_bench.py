@@ -6,11 +6,11 @@ length-bucketed batches and serves a graph that cuts each batch to its longest t
 sides are measured in the same run, from the same data and, for scoring, the same weights.
 
 Each step is its own command, so each fits in one turn of a shared machine's CPU lock; the
-figures go to ``runs/length-bench/*.json`` and ``report`` writes the ``lengths`` section of
-docs/benchmarks.md::
+figures go to ``docs/figures/lengths/*.json`` (kept in git, so the report can be written again
+without training again) and ``report`` writes the ``lengths`` sections of docs/benchmarks.md::
 
-    python -m bench.length_bench train --variant gru --seed 1 --export   # also exports both graphs
-    python -m bench.length_bench train --variant gru --seed 2
+    python -m bench.length_bench train --variant gru --seed 1
+    python -m bench.length_bench export --variant gru      # both graphs of one model, for `score`
     python -m bench.length_bench score --variant gru
     python -m bench.length_bench report
 """
@@ -29,8 +29,10 @@ import numpy as np
 
 from bench.common import DEFAULT_CORPUS, REPO
 from bench.report import write_section
+from jobs.settings import JobSettings
 
 WORK = REPO / "runs" / "length-bench"
+FIGURES = REPO / "docs" / "figures" / "lengths"
 VARIANTS = ("gru", "bilstm")
 FIXED_SUFFIX = "-fixed"
 TRAIN_EPOCHS = 12
@@ -38,6 +40,7 @@ TARGET_TRAIN = 1.5
 TARGET_IN_PROCESS = 2.0
 TARGET_ABS_DIFF = 1e-5
 SHORT_TOKENS, LONG_TOKENS = 50, 300
+BEFORE_BATCH = 64  # a job's texts per model call until length-ordered calls made larger ones pay
 
 
 def _save(work: Path, name: str, figures: dict) -> Path:
@@ -102,7 +105,29 @@ def cmd_train(args) -> int:
         if args.export:  # the fixed-length run's weights: what a call costs does not depend on them
             _export_both(data, fixed, settings, args.seed, ModelRoot(args.work / "models"))
     figures["load_after"] = os.getloadavg()[0]
-    _save(args.work, f"train-{args.variant}-{args.seed}", figures)
+    _save(args.figures, f"train-{args.variant}-{args.seed}", figures)
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Train ``variant`` briefly with the default preset and export both graphs for ``score``.
+
+    What a call costs depends on the graph, not on the weights, so a short run is enough for
+    the scoring rows; it writes no training figures.
+    """
+    import tempfile
+
+    from training.dataset import load
+    from training.layout import ModelRoot
+    from training.presets import preset
+    from training.train import train_variant
+
+    data = load(args.corpus)
+    settings = preset("default", args.variant, epochs=args.epochs)
+    with tempfile.TemporaryDirectory(prefix="length-bench-") as tmp:
+        result = train_variant(data, args.variant, settings, ModelRoot(tmp), preset="default", seed=args.seed,
+                               cache_dir=args.cache_dir, verbose=2)
+        _export_both(data, result, settings, args.seed, ModelRoot(args.work / "models"))
     return 0
 
 
@@ -248,8 +273,10 @@ def cmd_score(args) -> int:
     for model in (new, old):
         wait_for(lambda m=model: backend.ready(m), 300, f"model {model}", step=0.05)
         backend.classify(["warm up"] * args.batch_size, model)
+        backend.classify(["warm up"] * BEFORE_BATCH, model)
     corpus = args.corpus.resolve()
-    figures: dict = {"variant": args.variant, "batch_size": args.batch_size, "rounds": args.rounds,
+    figures: dict = {"variant": args.variant, "batch_size": args.batch_size, "chunk_size": args.chunk_size,
+                     "rounds": args.rounds,
                      "load_before": os.getloadavg()[0]}
 
     test = load(args.corpus).test.texts()
@@ -270,8 +297,13 @@ def cmd_score(args) -> int:
     figures["call_cost"] = _call_cost(backend, new, " ".join(texts[:500]).split())
     print(f"call cost: {figures['call_cost']}", flush=True)
 
-    in_process = {"before: fixed graph, input order": (old, False), "fixed graph, length order": (old, True),
-                  "new graph, input order": (new, False), "after: new graph, length order": (new, True)}
+    batch = args.batch_size
+    in_process = {f"before: fixed graph, input order, calls of {BEFORE_BATCH}": (old, False, BEFORE_BATCH),
+                  f"fixed graph, input order, calls of {batch}": (old, False, batch),
+                  f"fixed graph, length order, calls of {batch}": (old, True, batch),
+                  f"new graph, input order, calls of {batch}": (new, False, batch),
+                  f"new graph, length order, calls of {BEFORE_BATCH}": (new, True, BEFORE_BATCH),
+                  f"after: new graph, length order, calls of {batch}": (new, True, batch)}
     seconds: dict[str, list[float]] = {mode: [] for mode in in_process}
     batches: dict[str, list[float]] = {}
     workers = None
@@ -282,14 +314,14 @@ def cmd_score(args) -> int:
             workers = Workers(Path(tmp), root, corpus, args.batch_size, args.chunk_size)
         try:
             for round_no in range(1, args.rounds + 1):
-                for mode, (model, by_length) in in_process.items():
-                    elapsed, docs = _read_and_score(backend, model, corpus, args.batch_size, by_length)
+                for mode, (model, by_length, size) in in_process.items():
+                    elapsed, docs = _read_and_score(backend, model, corpus, size, by_length)
                     seconds[mode].append(elapsed)
                 for name, group in ((f"only short texts (≤ {SHORT_TOKENS} words)", short),
                                     (f"only long texts (≥ {LONG_TOKENS} words)", long)):
                     for graph, model in (("fixed graph", old), ("new graph", new)):
                         batches.setdefault(f"{name}|{graph}", []).append(
-                            _rate(backend, model, group[:args.group_docs], args.batch_size))
+                            _rate(backend, model, group[:args.group_docs], BEFORE_BATCH))
                 if workers is not None:
                     elapsed, _ = workers.job_seconds(1, corpus, new)
                     jobs.append(elapsed)
@@ -310,7 +342,7 @@ def cmd_score(args) -> int:
     if args.gateway:
         figures.update(_gateway_figures(args, texts))
     figures["load_after"] = os.getloadavg()[0]
-    _save(args.work, f"score-{args.variant}", figures)
+    _save(args.figures, f"score-{args.variant}", figures)
     return 0
 
 
@@ -331,10 +363,10 @@ def _gateway_figures(args, texts: list[str]) -> dict:
 
 def cmd_gateway(args) -> int:
     """The gateway rows alone, again (e.g. after a change of the split costs), into ``score-<variant>``."""
-    path = args.work / f"score-{args.variant}.json"
+    path = args.figures / f"score-{args.variant}.json"
     figures = json.loads(path.read_text(encoding="utf-8"))
     figures.update(_gateway_figures(args, _read_corpus(args.corpus.resolve())))
-    _save(args.work, f"score-{args.variant}", figures)
+    _save(args.figures, f"score-{args.variant}", figures)
     return 0
 
 
@@ -375,18 +407,18 @@ def _training_section(runs: list[dict]) -> list[str]:
 def _scoring_section(score: dict) -> list[str]:
     variant, docs = score["variant"], score["documents"]
     seconds = score["in_process_s"]
-    before = docs / seconds["before: fixed graph, input order"]
-    after = docs / seconds["after: new graph, length order"]
+    before = docs / next(s for mode, s in seconds.items() if mode.startswith("before:"))
+    after = docs / next(s for mode, s in seconds.items() if mode.startswith("after:"))
     lines = [f"#### {variant}", "",
              f"In-process: the whole corpus read with the job readers and scored through the embedded "
-             f"backend in batches of {score['batch_size']} ({docs:,} documents; median of {score['rounds']} "
+             f"backend, in calls of the size each row names ({docs:,} documents; median of {score['rounds']} "
              f"interleaved rounds; load average {score['load_before']:.1f} before, {score['load_after']:.1f} after).",
              "", "| mode | seconds | docs/s | × before |", "|---|---:|---:|---:|"]
     lines += [f"| {mode} | {s:.2f} | {docs / s:,.0f} | {docs / s / before:.2f} |" for mode, s in seconds.items()]
     lines += ["", "Seconds of every round (the spread is the shared machine's): " + "; ".join(
         f"{mode} {', '.join(f'{x:.2f}' for x in values)}" for mode, values in score["in_process_rounds"].items()) + "."]
     rates = score["group_rates"]
-    lines += ["", "| batches of 64 | documents | docs/s, fixed graph | docs/s, new graph | × |",
+    lines += ["", f"| calls of {BEFORE_BATCH} | documents | docs/s, fixed graph | docs/s, new graph | × |",
               "|---|---:|---:|---:|---:|"]
     for name, key in ((f"only short texts (≤ {SHORT_TOKENS} words)", "short"),
                       (f"only long texts (≥ {LONG_TOKENS} words)", "long")):
@@ -439,50 +471,62 @@ def _scoring_section(score: dict) -> list[str]:
 
 
 def cmd_report(args) -> int:
-    runs = _load_all(args.work, "train")
-    scores = _load_all(args.work, "score")
-    epochs = sorted({r["epochs"] for r in runs}) or [TRAIN_EPOCHS]
-    report = "\n".join([
-        "## Recurrent work in proportion to text length",
-        "",
-        "Commands: `python -m bench.length_bench train --variant V --seed S [--export]` (one per variant "
-        "and seed, each under the CPU lock), `python -m bench.length_bench score --variant V`, then "
-        "`python -m bench.length_bench report`.",
-        "",
-        "### Training: fixed-length vs length-bucketed batches",
-        "",
-        "The `default` preset as trained for use (12 epochs at most, early stopping on validation loss), "
-        "twice from each seed with the same split, initial weights and word2vec start: *fixed* pads "
-        "every text to max_length 300 (the training loop before), *bucketed* (today's default) "
-        "shuffles, sorts texts by length within windows of 16 batches, cuts each batch to its longest "
-        "text and shuffles the batches; the bucketed run is the training benchmark's run of the same "
-        "variant and seed. Seconds per epoch (training plus validation pass) are the mean over the "
-        "epochs after the first, which also traces the step; other jobs shared the machine (each "
-        "run's load averages are in `runs/length-bench/`), so read the speed-up within a row. "
-        "Validation accuracy "
-        "is the exported model's (best epoch by validation loss) on the 10 % validation split.",
-        "",
-        *_training_section(runs),
-        "",
-        "### Scoring: the fixed-length graph vs the graph cut to each batch's longest text",
-        "",
-        "Both graphs exported from the same trained weights (the fixed-length seed-1 model of the table "
-        "above): *fixed graph* pads every text to max_length 300 (the export before), *new graph* "
-        "cuts each batch to its longest text. *length order* scores texts shortest first and puts "
-        "the answers back in input order, as a job's chunk now is scored.",
-        "",
-        *(line for score in scores for line in _scoring_section(score)),
-    ])
-    print(report)
-    if not args.no_write:
-        print(f"\nwrote {write_section('lengths', report)}")
+    """Write the training and the scoring part of the lengths section, each from its figures;
+    a part with no figures in ``--figures`` is left as it is."""
+    runs = _load_all(args.figures, "train")
+    scores = _load_all(args.figures, "score")
+    parts = {}
+    if runs:
+        parts["lengths"] = "\n".join([
+            "## Recurrent work in proportion to text length",
+            "",
+            "Commands: `python -m bench.length_bench train --variant V --seed S` (one per variant and "
+            "seed, each under the CPU lock), `python -m bench.length_bench export --variant V` and "
+            "`python -m bench.length_bench score --variant V`, then `python -m bench.length_bench report`; "
+            "the figures are kept in `docs/figures/lengths/`.",
+            "",
+            "### Training: fixed-length vs length-bucketed batches",
+            "",
+            "The `default` preset as trained for use (12 epochs at most, early stopping on validation loss), "
+            "twice from each seed with the same split, initial weights and word2vec start: *fixed* pads "
+            "every text to max_length 300 (the training loop before), *bucketed* (today's default) "
+            "shuffles, sorts texts by length within windows of 16 batches, cuts each batch to its longest "
+            "text and shuffles the batches; the bucketed run is the training benchmark's run of the same "
+            "variant and seed. Seconds per epoch (training plus validation pass) are the mean over the "
+            "epochs after the first, which also traces the step; other jobs shared the machine (each "
+            "run's load averages are in its figures), so read the speed-up within a row. "
+            "Validation accuracy "
+            "is the exported model's (best epoch by validation loss) on the 10 % validation split.",
+            "",
+            *_training_section(runs),
+        ])
+    if scores:
+        parts["lengths-scoring"] = "\n".join([
+            "### Scoring: the fixed-length graph vs the graph cut to each batch's longest text",
+            "",
+            "Both graphs exported from the same trained weights (`export`: a short run of the `default` "
+            "preset; what a call costs depends on the graph, not on the weights): *fixed graph* pads every "
+            "text to max_length 300 (the export before), *new graph* cuts each batch to its longest text. "
+            "*length order* scores texts shortest first and puts the answers back in input order, as a "
+            f"job's chunk now is scored. *Calls of {BEFORE_BATCH}* is a job's batch size before; texts in "
+            "length order go in larger calls (`NEWSCLF_BATCH_SIZE`, now 256), which share each call's and "
+            "each time step's fixed cost among more texts. The rows in between tell the graph, the order "
+            "and the call size apart.",
+            "",
+            *(line for score in scores for line in _scoring_section(score)),
+        ])
+    for name, report in parts.items():
+        print(report)
+        if not args.no_write:
+            print(f"\nwrote {write_section(name, report)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=WORK,
-                        help="where figures (*.json) and the exported models (models/) are kept")
+    parser.add_argument("--work", type=Path, default=WORK, help="where the exported models (models/) are kept")
+    parser.add_argument("--figures", type=Path, default=FIGURES,
+                        help="where the measured figures (*.json, kept in git) are kept for `report`")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train one variant, fixed-length then bucketed, from one seed")
     p.add_argument("--variant", choices=VARIANTS, required=True)
@@ -498,6 +542,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                    help="override a default-preset setting (e.g. for a smoke run)")
     p.set_defaults(run=cmd_train)
+    p = commands.add_parser("export", help="train one variant briefly and export both graphs for `score`")
+    p.add_argument("--variant", choices=VARIANTS, required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    p.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "cache")
+    p.set_defaults(run=cmd_export)
     measured = argparse.ArgumentParser(add_help=False)
     measured.add_argument("--variant", choices=VARIANTS, required=True)
     measured.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -505,8 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     measured.add_argument("--requests", type=int, default=600, help="gateway requests per row and round")
     measured.add_argument("--gateway-texts", type=int, default=512, help="corpus texts cycled through the gateway")
     p = commands.add_parser("score", parents=[measured], help="score with both graphs of one exported model")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--chunk-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=JobSettings().batch_size,
+                   help="texts per model call after the change (a job's NEWSCLF_BATCH_SIZE)")
+    p.add_argument("--chunk-size", type=int, default=JobSettings().chunk_size)
     p.add_argument("--group-docs", type=int, default=1024, help="documents in the only-short and only-long rows")
     p.add_argument("--no-celery", dest="celery", action="store_false")
     p.add_argument("--no-gateway", dest="gateway", action="store_false")

@@ -24,7 +24,6 @@ import glob
 import gzip
 import json
 import os
-import re
 import stat
 import tarfile
 import time
@@ -37,13 +36,12 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from scoring.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from training.corpus import CorpusError, decode, parse_sgml
+from training.corpus import CorpusError, story_texts
 
 FORMATS = ("sgm", "jsonl", "csv", "txt")
 EXTENSIONS = {".sgm": "sgm", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt"}
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 
-_TEXT = re.compile(r"<TEXT\b[^>]*>(.*?)</TEXT>", re.S)
 _STORY_END = "</REUTERS>"
 BLOCK = 1 << 16
 
@@ -356,14 +354,15 @@ def _stories(name: str, stream: BinaryIO, cap: int) -> Iterator[str | BadRecord]
     buffer = ""
     found = False
     while block := stream.read(BLOCK):
-        start = max(0, len(buffer) - len(_STORY_END))
+        search = max(0, len(buffer) - len(_STORY_END))
         buffer += block.decode("latin-1")
-        while (end := buffer.find(_STORY_END, start)) >= 0:
-            start = 0
+        start = 0
+        while (end := buffer.find(_STORY_END, max(start, search))) >= 0:
             end += len(_STORY_END)
             found = True
-            yield buffer[:end]
-            buffer = buffer[end:]
+            yield buffer[start:end]
+            start = end
+        buffer = buffer[start:]
         if len(buffer) > cap:
             yield BadRecord(name, f"a story longer than {cap} bytes (NEWSCLF_MAX_RECORD_BYTES); "
                                   "rest of the file skipped")
@@ -383,19 +382,12 @@ def read_sgm(name: str, stream: BinaryIO, options: ReadOptions) -> Iterator[Item
             yield story
             continue
         try:
-            documents = parse_sgml(story, name)
+            texts = story_texts(story, name)
         except CorpusError as exc:
             yield BadRecord(name, str(exc))
             continue
-        for doc in documents:
-            text = doc.text or _whole_text(story)
-            yield _checked(f"{name}#{doc.newid}", doc.newid, text, options)
-
-
-def _whole_text(story: str) -> str:
-    """The decoded TEXT of one story."""
-    match = _TEXT.search(story)
-    return decode(match.group(1)).strip() if match else ""
+        for newid, text in texts:
+            yield _checked(f"{name}#{newid}", newid, text, options)
 
 
 def read_jsonl(name: str, stream: BinaryIO, options: ReadOptions) -> Iterator[Item]:

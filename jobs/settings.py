@@ -25,8 +25,8 @@ class JobSettings(Limits):
     allowed_roots: CommaList = Field(default_factory=list)
     results_dir: Path = Path("results")
     scratch_dir: Path = Path("scratch")
-    chunk_size: int = Field(default=1000, ge=1, le=100_000)
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    chunk_size: int = Field(default=4000, ge=1, le=100_000)
+    batch_size: int = Field(default=256, ge=1, le=4096)
     max_chunks: int = Field(default=100_000, ge=1)
     default_model: str = "gru"
     job_ttl_s: int = 7 * 24 * 3600

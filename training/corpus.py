@@ -23,9 +23,18 @@ CHECKSUMS_FILE = "SHA256SUMS"
 DOCUMENTS_PER_FILE = 1000
 TOTAL_DOCUMENTS = 21578
 
-_DOC = re.compile(r"<REUTERS\b([^>]*)>(.*?)</REUTERS>", re.S)
+
+def _element(tag: str, attributes: str = "") -> re.Pattern:
+    """``<tag …>content</tag>``, content up to the first end tag: ``(.*?)`` unrolled into runs
+    without ``<``, which the regex engine takes several times faster."""
+    return re.compile(rf"<{tag}{attributes}>([^<]*(?:<(?!/{tag}>)[^<]*)*)</{tag}>")
+
+
+_DOC = _element("REUTERS", r"\b([^>]*)")
 _ATTR = re.compile(r'(\w+)="([^"]*)"')
-_D = re.compile(r"<D>(.*?)</D>", re.S)
+_D = _element("D")
+_FIELDS = {tag: _element(tag, r"\b[^>]*") for tag in ("DATE", "TITLE", "BODY", "TEXT")}
+_LISTS = {tag: _element(tag) for tag in ("TOPICS", "PLACES")}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t]+")
 
@@ -49,7 +58,11 @@ class Document:
     @property
     def text(self) -> str:
         """What the models read: the title followed by the body."""
-        return f"{self.title}\n{self.body}".strip()
+        return _join(self.title, self.body)
+
+
+def _join(title: str, body: str) -> str:
+    return f"{title}\n{body}".strip()
 
 
 def decode(raw: str) -> str:
@@ -62,34 +75,46 @@ def decode(raw: str) -> str:
 
 
 def _field(tag: str, chunk: str) -> str:
-    match = re.search(rf"<{tag}\b[^>]*>(.*?)</{tag}>", chunk, re.S)
+    match = _FIELDS[tag].search(chunk)
     return decode(match.group(1)).strip() if match else ""
 
 
 def _list(tag: str, chunk: str) -> tuple[str, ...]:
-    match = re.search(rf"<{tag}>(.*?)</{tag}>", chunk, re.S)
+    match = _LISTS[tag].search(chunk)
     return tuple(decode(d).strip() for d in _D.findall(match.group(1))) if match else ()
 
 
-def parse_sgml(text: str, source: str = "<text>") -> list[Document]:
-    """Parse the stories in one SGML file's text (already decoded from Latin-1)."""
-    documents = []
+def _elements(text: str, source: str) -> Iterator[tuple[int, dict[str, str], str]]:
+    """NEWID, attributes and content of each ``<REUTERS>`` element."""
     for attrs, chunk in _DOC.findall(text):
         attributes = dict(_ATTR.findall(attrs))
         try:
             newid = int(attributes["NEWID"])
         except (KeyError, ValueError) as exc:
             raise CorpusError(f"{source}: a <REUTERS> element has no valid NEWID") from exc
-        documents.append(Document(
-            newid=newid,
-            date=_field("DATE", chunk),
-            lewissplit=attributes.get("LEWISSPLIT", ""),
-            topics=_list("TOPICS", chunk),
-            title=_SPACES.sub(" ", _field("TITLE", chunk)),
-            body=_field("BODY", chunk),
-            places=_list("PLACES", chunk),
-        ))
-    return documents
+        yield newid, attributes, chunk
+
+
+def _title(chunk: str) -> str:
+    return _SPACES.sub(" ", _field("TITLE", chunk))
+
+
+def parse_sgml(text: str, source: str = "<text>") -> list[Document]:
+    """Parse the stories in one SGML file's text (already decoded from Latin-1)."""
+    return [Document(newid=newid, date=_field("DATE", chunk), lewissplit=attributes.get("LEWISSPLIT", ""),
+                     topics=_list("TOPICS", chunk), title=_title(chunk), body=_field("BODY", chunk),
+                     places=_list("PLACES", chunk))
+            for newid, attributes, chunk in _elements(text, source)]
+
+
+def story_texts(text: str, source: str = "<text>") -> list[tuple[int, str]]:
+    """NEWID and text of each story: what scoring reads, without the fields only training needs.
+
+    The text is :attr:`Document.text`, or the whole TEXT for stories with neither title nor
+    body (tables, ``TYPE="UNPROC"``), so every story has something to score.
+    """
+    return [(newid, _join(_title(chunk), _field("BODY", chunk)) or _field("TEXT", chunk))
+            for newid, _, chunk in _elements(text, source)]
 
 
 def _check_file(name: str, data: bytes) -> list[Document]:

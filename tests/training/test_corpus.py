@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus import SGML_FILES, CorpusError, parse_sgml, read_corpus
+from training.corpus import SGML_FILES, CorpusError, parse_sgml, read_corpus, story_texts
 from training.download import ARCHIVE_NAME, download
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -50,6 +50,18 @@ def test_brief_story_has_a_title_and_an_empty_body():
     assert brief.title == "ASSETS OF MONEY MARKET MUTUAL FUNDS ROSE 720.4 MLN DLRS IN LATEST WEEK"
     assert brief.body == ""
     assert brief.text == brief.title
+
+
+def test_story_texts_are_the_documents_texts_or_their_whole_text(corpus_dir):
+    for name in SGML_FILES[:3]:
+        text = (corpus_dir / name).read_bytes().decode("latin-1")
+        docs = parse_sgml(text, name)
+        texts = story_texts(text, name)
+        assert [newid for newid, _ in texts] == [d.newid for d in docs]
+        assert [t for (_, t), d in zip(texts, docs) if d.text] == [d.text for d in docs if d.text]
+    table = ('<REUTERS NEWID="7"><TEXT TYPE="UNPROC">&#2;\nGRAIN <WHT> TABLE\n  a  1\n&#3;</TEXT></REUTERS>'
+             '<REUTERS NEWID="8"><TEXT><TITLE>A <B> TITLE</TITLE><BODY>x </BOD y</BODY></TEXT></REUTERS>')
+    assert story_texts(table) == [(7, "GRAIN <WHT> TABLE\n  a  1"), (8, "A <B> TITLE\nx </BOD y")]
 
 
 def test_parser_reads_latin1_bytes():
