@@ -21,7 +21,8 @@ def worker_env(redis_url: str, model_root: Path, job_root: Path, corpus: Path, *
     settings = dict(redis_url=redis_url, model_root=model_root, allowed_roots=f"{job_root / 'data'},{corpus}",
                     results_dir=job_root / "results", scratch_dir=job_root / "scratch", visibility_timeout_s=60,
                     chunk_time_limit_s=50, restore_interval_s=1, model_poll_interval_s=30,
-                    heartbeat_s=0.5, stall_after_s=5, sweep_interval_s=1)
+                    heartbeat_s=0.5, stall_after_s=5, sweep_interval_s=1,
+                    default_model="gru")  # the tiny root has rnn and gru
     return service_env(**(settings | extra))
 
 

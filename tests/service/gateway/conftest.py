@@ -158,6 +158,7 @@ def job_manager(job_store):
     """A JobManager on the private Redis; no worker runs, so submitted jobs stay queued."""
     redis_server, root = job_store
     manager = JobManager(JobSettings(redis_url=redis_server.url + "/0", allowed_roots=[str(root / "data")],
-                                     results_dir=root / "results", scratch_dir=root / "scratch"))
+                                     results_dir=root / "results", scratch_dir=root / "scratch",
+                                     default_model="gru"))
     yield manager
     manager.close()
