@@ -215,9 +215,11 @@ def _timed(call) -> float:
 BEFORE_ROW, AFTER_ROW = "before: fixed graph, one batch", "after: new graph, length classes and split"
 
 
-def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int, rounds: int) -> dict[str, float]:
-    """Requests/s at concurrency 32 through the gateway (gRPC), one document per request: one
-    gateway batching as before (no length classes, no split), one with today's defaults."""
+def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
+             rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Requests/s at concurrency 32 through the gateway (gRPC), one document per request, and
+    documents per model call: one gateway batching as before (no length classes, no split), one
+    with today's defaults."""
     from bench.gateway_bench import GatewayProcess, load
     from service.client.transport import GrpcTransport
 
@@ -237,23 +239,21 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int, ro
         for batching, process in processes.items():
             process.wait_ready()
             clients[batching] = GrpcTransport(f"127.0.0.1:{process.grpc_port}")
-        modes = {BEFORE_ROW: (clients["before"], old), "new graph, one batch": (clients["before"], new),
-                 "fixed graph, length classes and split": (clients["today"], old),
-                 AFTER_ROW: (clients["today"], new)}
-        for client, model in modes.values():
+        modes = {BEFORE_ROW: ("before", old), "new graph, one batch": ("before", new),
+                 "fixed graph, length classes and split": ("today", old), AFTER_ROW: ("today", new)}
+        for batching, model in modes.values():
             for text in texts[:32]:
-                client.classify([{"text": text}], model, top_k=3)
+                clients[batching].classify([{"text": text}], model, top_k=3)
         tries: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(rounds):
-            for mode, (client, model) in modes.items():
-                run = load(lambda t, c=client, m=model: c.classify([{"text": t}], m, top_k=3),
+            for mode, (batching, model) in modes.items():
+                run = load(lambda t, c=clients[batching], m=model: c.classify([{"text": t}], m, top_k=3),
                            texts, requests, 32, mode)
                 tries[mode].append(run.throughput)
                 print(f"   gateway {mode}: {run.throughput:.0f} req/s", flush=True)
         rps = {mode: statistics.median(values) for mode, values in tries.items()}
-        batched = {mode: _documents_per_batch(processes["before" if client is clients["before"] else "today"], model)
-                   for mode, (client, model) in modes.items()}
-        return rps, batched
+        per_call = {batching: _documents_per_call(process) for batching, process in processes.items()}
+        return rps, {mode: per_call[batching].get(model, float("nan")) for mode, (batching, model) in modes.items()}
     finally:
         for client in clients.values():
             client.close()
@@ -261,16 +261,18 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int, ro
             process.stop()
 
 
-def _documents_per_batch(process, model: str) -> float:
-    """Mean documents per backend call of ``model`` in a gateway process, from its /metrics."""
+def _documents_per_call(process) -> dict[str, float]:
+    """Mean documents per backend call of each model in a gateway process, from its /metrics."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
-    sums = {}
-    for line in httpx.get(f"http://127.0.0.1:{process.http_port}/metrics", timeout=10).text.splitlines():
-        for part in ("sum", "count"):
-            if line.startswith(f'newsclf_batch_documents_{part}{{model="{model}"}}'):
-                sums[part] = float(line.split()[-1])
-    return sums["sum"] / sums["count"] if sums.get("count") else float("nan")
+    totals: dict[str, dict[str, float]] = {}
+    scrape = httpx.get(f"http://127.0.0.1:{process.http_port}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(scrape):
+        if family.name == "newsclf_batch_documents":
+            for sample in family.samples:
+                totals.setdefault(sample.labels["model"], {})[sample.name.rsplit("_", 1)[-1]] = sample.value
+    return {model: t["sum"] / t["count"] for model, t in totals.items() if t.get("count")}
 
 
 def cmd_score(args) -> int:
