@@ -2,12 +2,14 @@
 the reuters46 test split, each row the mean ± standard deviation over seeds.
 
 A full run (five trained models and their combinations per seed, three seeds) does not fit in
-one sitting on 2 cores, so every finished (model, seed) is kept in ``<state>/results/`` with its
-figures and reused; each invocation trains at most ``--max-runs`` missing models, exports the
-hybrids and ensembles whose members are all there, and rewrites the table.  Models are exported
-per seed into ``<state>/seed-<k>/`` (hybrid members must share a seed, hence a validation split);
-figures come from those exported SavedModels, loaded from disk and called through
-``serving_default`` on raw text.  Choices are read from the validation columns, never from test.
+one sitting on 2 cores, so every finished (model, seed) is kept with its figures in
+``docs/figures/training/`` (in git, so a new machine resumes the table) and reused; each
+invocation trains at most ``--max-runs`` missing models, exports the hybrids and ensembles whose
+members are all there, and rewrites the table.  Models are exported per seed into
+``<state>/seed-<k>/`` (hybrid members must share a seed, hence a validation split; a member
+whose figures are kept but whose model is gone is trained again from its seed); figures come
+from those exported SavedModels, loaded from disk and called through ``serving_default`` on raw
+text.  Choices are read from the validation columns, never from test.
 
     python -m bench.training_bench --seeds 1,2,3 --max-runs 1      # repeat until complete
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import REPO
 from bench.report import write_section
 from bench.tfidf_baseline import BASELINES, run_baseline
 from training.dataset import Reuters46, load
@@ -51,11 +54,15 @@ TARGETS = {"rnn": 0.875, "lstm": 0.89, "gru": 0.90, "bilstm": 0.905, ENSEMBLE: 0
 QUICK_MINUTES = 3.0
 
 
-class State:
-    """``<state>/results/<model>/seed-<k>.json`` per finished (model, seed); model roots per seed."""
+RESULTS = REPO / "docs" / "figures" / "training"
 
-    def __init__(self, path: Path):
+
+class State:
+    """``<results>/<model>/seed-<k>.json`` per finished (model, seed); model roots per seed under ``path``."""
+
+    def __init__(self, path: Path, results: Path = RESULTS):
         self.path = path
+        self.results = results
 
     def root(self, seed: int) -> ModelRoot:
         return ModelRoot(self.path / f"seed-{seed}")
@@ -64,7 +71,7 @@ class State:
         return ModelRoot(self.path / f"quick-seed-{seed}")
 
     def _file(self, model: str, seed: int) -> Path:
-        return self.path / "results" / model / f"seed-{seed}.json"
+        return self.results / model / f"seed-{seed}.json"
 
     def get(self, model: str, seed: int) -> dict | None:
         path = self._file(model, seed)
@@ -148,7 +155,14 @@ def train_quick(seed: int, data: Reuters46, state: State, overrides: dict, cache
                    ensemble=figures(root, ENSEMBLE, data), gru=figures(root, "gru", data))
 
 
-def combine(seed: int, data: Reuters46, state: State, overrides: dict) -> None:
+def _member(name: str, seed: int, data: Reuters46, state: State, overrides: dict, cache_dir: Path) -> None:
+    """Make sure a finished member's model is in the seed's root: train it again from its seed when
+    only its figures were kept (a new machine), keeping the figures of the model now there."""
+    if state.root(seed).latest(name) is None:
+        state.put(name, seed, train_one(name, seed, data, state, overrides, cache_dir))
+
+
+def combine(seed: int, data: Reuters46, state: State, overrides: dict, cache_dir: Path) -> None:
     """Export the hybrids and the ensemble of ``seed`` whose members are all trained."""
     from training.train import export_combinations
     root = state.root(seed)
@@ -158,6 +172,8 @@ def combine(seed: int, data: Reuters46, state: State, overrides: dict) -> None:
     for variant in VARIANTS:
         name = hybrid_name(variant)
         if state.done(variant, seed) and not state.done(name, seed):
+            for member in (variant, NGRAM):
+                _member(member, seed, data, state, overrides, cache_dir)
             export_combinations(data, root, [variant], settings, seed=seed)
             pure, mixed = docs_per_second([root.version_dir(variant, root.latest(variant)),
                                            root.version_dir(name, root.latest(name))], data.test.texts()[:512])
@@ -165,6 +181,8 @@ def combine(seed: int, data: Reuters46, state: State, overrides: dict) -> None:
                                           wall_seconds=_members_wall(state, [variant, NGRAM], seed)))
     if all(state.done(v, seed) for v in VARIANTS) and not state.done(ENSEMBLE, seed):
         members = [*VARIANTS, NGRAM]
+        for member in members:
+            _member(member, seed, data, state, overrides, cache_dir)
         from training.export import export_ensemble
         _, val = data.validation_split(settings.val_fraction, seed)
         export_ensemble(root, members, labels=data.labels, validation=(val.texts(), val.y), weighted=True,
@@ -250,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--state", type=Path, default=Path("runs") / "bench",
-                        help="finished (model, seed) results and the per-seed model roots")
+                        help="the per-seed model roots")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="finished (model, seed) figures, kept in git")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs") / "cache")
     parser.add_argument("--seeds", default="1,2,3", help="seeds in the table")
     parser.add_argument("--train-seeds", default=None, help="seeds to train this time (default: --seeds)")
@@ -271,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(item.split("=", 1) for item in args.set)
 
     data = load(args.corpus or default_corpus())
-    state = State(args.state)
+    state = State(args.state, args.results)
     runs = 0
     train_seeds = [int(s) for s in (args.train_seeds or args.seeds).split(",") if s]
     for model in models:
@@ -287,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {model} seed {seed}: val {result['val_accuracy']:.4f}, test {result['test_accuracy']:.4f}, "
                   f"macro-F1 {result['test_macro_f1']:.4f}", flush=True)
     for seed in seeds:
-        combine(seed, data, state, overrides)
+        combine(seed, data, state, overrides, args.cache_dir)
 
     baselines = []
     for name in BASELINES:
@@ -306,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Training: reuters46 test split (2,246 documents), mean ± std over seeds\n\n"
         f"Command: `python -m bench.training_bench --seeds {args.seeds}`, here run as one invocation per "
         f"model and seed under the CPU lock (`--models M --train-seeds S`; the last was `{command}`); "
-        f"each finished (model, seed) is kept in `{args.state}/results/` and reused.  The std is the sample standard "
+        f"each finished (model, seed) is kept in `docs/figures/training/` and reused.  The std is the sample standard "
         "deviation over the seeds that finished (no ± means one seed).  Test figures come from the "
         "exported SavedModels loaded from disk and called through `serving_default` on raw text; "
         "validation is 10 % of the training split (stratified, drawn from the seed) and is where "
