@@ -1,10 +1,15 @@
-"""The n-gram model's settings on validation: min_df x C of the linear SVM, over seeds.
+"""The n-gram model's settings on validation: features x min_df x C of the linear SVM, over seeds.
 
 Each seed draws its own validation split (as training does); the vocabulary, IDF and SVM come
 from the fit split only.  Accuracy is the SVM's argmax (the calibration temperature does not
-change it).  Test accuracy is printed beside it for the record, never used to choose::
+change it).  Test accuracy is printed beside it for the record, never used to choose.
+``word`` are the model's own in-graph features (word 1-2-grams); ``char`` are scikit-learn's
+character 2-5-grams within word boundaries (sublinear TF-IDF, L2-normalised), and
+``word+char`` both side by side: a trial of whether characters are worth bringing into the
+graph::
 
     python -m bench.ngram_grid --seeds 1,2,3 --min-df 1,2,3,4,6 --c 0.25,0.5,1,2,4,8,16
+    python -m bench.ngram_grid --features word,char,word+char --min-df 3 --c 1,4
 """
 
 from __future__ import annotations
@@ -19,24 +24,48 @@ import numpy as np
 from bench.common import DEFAULT_CORPUS, REPO
 
 
-def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float) -> list[dict]:
+FEATURES = ("word", "char", "word+char")
+CHAR_NGRAMS = (2, 5)
+
+
+def _features(kind: str, texts: list[list[str]], min_df: int) -> tuple[list, int]:
+    """Feature matrices of the fit, validation and test texts, and the number of terms."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from training.ngrams import NGramClassifier, _sparse_rows, fit_vocabulary
+
+    parts, terms = [], 0
+    if kind in ("word", "word+char"):
+        vocabulary, idf = fit_vocabulary(texts[0], min_df)
+        layer = NGramClassifier(vocabulary, idf, np.zeros((len(vocabulary), 1)), np.zeros(1))
+        parts.append([_sparse_rows(layer.features, t)[:, 1:] for t in texts])
+        terms += len(vocabulary)
+    if kind in ("char", "word+char"):
+        chars = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, sublinear_tf=True, min_df=min_df)
+        parts.append([chars.fit_transform(texts[0]), *(chars.transform(t) for t in texts[1:])])
+        terms += len(chars.vocabulary_)
+    if len(parts) == 1:
+        return parts[0], terms
+    return [hstack(pair).tocsr() for pair in zip(*parts, strict=True)], terms
+
+
+def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float,
+         features: list[str] = ("word",)) -> list[dict]:
     from sklearn.svm import LinearSVC
 
     from training.dataset import load
-    from training.ngrams import NGramClassifier, _sparse_rows, fit_vocabulary
 
     data = load(corpus)
     rows = []
     for seed in seeds:
         fit, val = data.validation_split(val_fraction, seed)
         texts = [fit.texts(), val.texts(), data.test.texts()]
-        for min_df in min_dfs:
-            vocabulary, idf = fit_vocabulary(texts[0], min_df)
-            layer = NGramClassifier(vocabulary, idf, np.zeros((len(vocabulary), 1)), np.zeros(1))
-            x_fit, x_val, x_test = (_sparse_rows(layer.features, t)[:, 1:] for t in texts)
+        for kind, min_df in ((k, m) for k in features for m in min_dfs):
+            (x_fit, x_val, x_test), terms = _features(kind, texts, min_df)
             for c in cs:
                 svm = LinearSVC(C=c, random_state=seed).fit(x_fit, fit.y)
-                rows.append({"seed": seed, "min_df": min_df, "c": c, "terms": len(vocabulary),
+                rows.append({"seed": seed, "features": kind, "min_df": min_df, "c": c, "terms": terms,
                              "val_accuracy": float(np.mean(svm.predict(x_val) == val.y)),
                              "test_accuracy": float(np.mean(svm.predict(x_test) == data.test.y))})
                 print(json.dumps(rows[-1]), flush=True)
@@ -44,12 +73,12 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| min_df | C | terms (mean) | val accuracy | test accuracy |", "|---:|---:|---:|---|---|"]
-    for min_df, c in sorted({(r["min_df"], r["c"]) for r in rows}):
-        mine = [r for r in rows if (r["min_df"], r["c"]) == (min_df, c)]
+    lines = ["| features | min_df | C | terms (mean) | val accuracy | test accuracy |", "|---|---:|---:|---:|---|---|"]
+    for kind, min_df, c in sorted({(r.get("features", "word"), r["min_df"], r["c"]) for r in rows}):
+        mine = [r for r in rows if (r.get("features", "word"), r["min_df"], r["c"]) == (kind, min_df, c)]
         val, test = (np.array([r[k] for r in mine]) for k in ("val_accuracy", "test_accuracy"))
         spread = (lambda a: f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else "")
-        lines.append(f"| {min_df} | {c:g} | {np.mean([r['terms'] for r in mine]):,.0f} | "
+        lines.append(f"| {kind} | {min_df} | {c:g} | {np.mean([r['terms'] for r in mine]):,.0f} | "
                      f"{val.mean():.4f}{spread(val)} | {test.mean():.4f}{spread(test)} |")
     return "\n".join(lines)
 
@@ -60,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--min-df", default="1,2,3,4,6")
     parser.add_argument("--c", default="0.25,0.5,1,2,4,8,16")
+    parser.add_argument("--features", default="word", help=f"comma-separated, of {', '.join(FEATURES)}")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ngram-grid.json")
     args = parser.parse_args(argv)
+    features = [f for f in args.features.split(",") if f]
+    if set(features) - set(FEATURES):
+        parser.error(f"unknown features {sorted(set(features) - set(FEATURES))}; choose from {', '.join(FEATURES)}")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
-                [float(c) for c in args.c.split(",")], args.val_fraction)
+                [float(c) for c in args.c.split(",")], args.val_fraction, features)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(table(rows))
