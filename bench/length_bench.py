@@ -407,14 +407,17 @@ def _gateway_figures(args, texts: list[str]) -> dict:
             "gateway_load": os.getloadavg()[0]}
 
 
+GATEWAY_KEYS = ("gateway_rps", "gateway_documents_per_call", "gateway_cpu_ms_per_request", "gateway_requests",
+                "gateway_load", "gateway_measured_at")
+
+
 def cmd_gateway(args) -> int:
     """The gateway rows alone, again (e.g. after a change of the split costs), into ``score-<variant>``."""
     path = args.figures / f"score-{args.variant}.json"
     figures = json.loads(path.read_text(encoding="utf-8"))
     if "gateway_rps" in figures:  # kept, so a run that disagrees with this one stays on record
         figures.setdefault("gateway_earlier_runs", []).append(
-            {key: figures[key] for key in ("gateway_rps", "gateway_documents_per_call", "gateway_cpu_ms_per_request",
-                                           "gateway_requests", "gateway_load", "gateway_measured_at") if key in figures})
+            {key: figures[key] for key in GATEWAY_KEYS if key in figures})
     figures.update(_gateway_figures(args, _read_corpus(args.corpus.resolve())))
     _save(args.figures, f"score-{args.variant}", figures)
     return 0
@@ -502,7 +505,8 @@ def _scoring_section(score: dict) -> list[str]:
         classes = ",".join(map(str, score["gateway_length_classes"]))
         lines += ["", f"Gateway (`python -m service serve`, gRPC, one document per request, concurrency 32, "
                   f"{score['gateway_requests']} requests per row and round, {score['gateway_texts']} corpus texts "
-                  f"cycled; measured {score.get('gateway_measured_at', 'with the rows above')}). *One batch*: the batcher as before (`BATCH_LENGTH_CLASSES=` empty, "
+                  f"cycled; measured {score.get('gateway_measured_at', 'with the rows above')}). *One batch*: "
+                  f"the batcher as before (`BATCH_LENGTH_CLASSES=` empty, "
                   f"`BATCH_SPLIT_CALL_COST=0`); *length classes and split*: today's defaults "
                   f"(`BATCH_LENGTH_CLASSES={classes}`, `BATCH_SPLIT_CALL_COST={score['gateway_split_cost']}`, "
                   f"`BATCH_SPLIT_STEP_COST={score['gateway_split_step_cost']}`); load average "
@@ -523,7 +527,8 @@ def _scoring_section(score: dict) -> list[str]:
         if CEILING_ROW in rps and AFTER_ROW in cpu:
             reference = cpu[CEILING_ROW]
             lines += ["", f"The reference row serves the n-gram model (a sparse lookup and one matrix product, no "
-                      f"recurrent work) through the same gateway: {rps[CEILING_ROW]:,.0f} req/s ({rps[CEILING_ROW] / base:.2f}× before) and "
+                      f"recurrent work) through the same gateway: {rps[CEILING_ROW]:,.0f} req/s "
+                      f"({rps[CEILING_ROW] / base:.2f}× before) and "
                       f"{reference:.2f} CPU ms per request are what gRPC, the gateway's own work and the clients "
                       "cost with next to no model work, so no change of the recurrent graph can take the gateway far "
                       f"past that row here.  Net of that row's cost, the recurrent work per request went from "

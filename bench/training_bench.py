@@ -52,8 +52,6 @@ TRAINED = {NGRAM: Spec(NGRAM, "default"), **{v: Spec(v, "default") for v in ("bi
 TARGETS = {"rnn": 0.875, "lstm": 0.89, "gru": 0.90, "bilstm": 0.905, ENSEMBLE: 0.925, QUICK: 0.85,
            **{hybrid_name(v): 0.925 for v in VARIANTS}}
 QUICK_MINUTES = 3.0
-
-
 RESULTS = REPO / "docs" / "figures" / "training"
 
 
@@ -269,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--state", type=Path, default=Path("runs") / "bench",
                         help="the per-seed model roots")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="finished (model, seed) figures, kept in git")
+    parser.add_argument("--results", type=Path, default=None,
+                        help=f"finished (model, seed) figures (default: {RESULTS.relative_to(REPO)}, kept in git; "
+                             "with --set, <state>/results, so a smoke run leaves the table alone)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs") / "cache")
     parser.add_argument("--seeds", default="1,2,3", help="seeds in the table")
     parser.add_argument("--train-seeds", default=None, help="seeds to train this time (default: --seeds)")
@@ -291,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(item.split("=", 1) for item in args.set)
 
     data = load(args.corpus or default_corpus())
-    state = State(args.state, args.results)
+    state = State(args.state, args.results or (args.state / "results" if overrides else RESULTS))
     runs = 0
     train_seeds = [int(s) for s in (args.train_seeds or args.seeds).split(",") if s]
     for model in models:
@@ -322,11 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     rows, notes = table(state, seeds, baselines)
     missing = [f"{m}/{s}" for s in seeds for m in [*TRAINED, QUICK, *[hybrid_name(v) for v in VARIANTS], ENSEMBLE]
                if not state.done(m, s)]
+    kept = state.results.resolve().relative_to(REPO) if state.results.resolve().is_relative_to(REPO) else state.results
     markdown = (
         "## Training: reuters46 test split (2,246 documents), mean ± std over seeds\n\n"
         f"Command: `python -m bench.training_bench --seeds {args.seeds}`, here run as one invocation per "
         f"model and seed under the CPU lock (`--models M --train-seeds S`; the last was `{command}`); "
-        f"each finished (model, seed) is kept in `docs/figures/training/` and reused.  The std is the sample standard "
+        f"each finished (model, seed) is kept in `{kept}/` and reused.  The std is the sample standard "
         "deviation over the seeds that finished (no ± means one seed).  Test figures come from the "
         "exported SavedModels loaded from disk and called through `serving_default` on raw text; "
         "validation is 10 % of the training split (stratified, drawn from the seed) and is where "
