@@ -118,12 +118,10 @@ def cmd_export(args) -> int:
     import tempfile
 
     from training.dataset import load
-    from training.layout import ModelRoot
+    from training.layout import NGRAM, ModelRoot
+    from training.ngrams import train_ngram
     from training.presets import preset
     from training.train import train_variant
-
-    from training.layout import NGRAM
-    from training.ngrams import train_ngram
 
     data = load(args.corpus)
     settings = preset("default", args.variant, epochs=args.epochs)

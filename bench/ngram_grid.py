@@ -23,7 +23,6 @@ import numpy as np
 
 from bench.common import DEFAULT_CORPUS, REPO
 
-
 FEATURES = ("word", "char", "word+char")
 CHAR_NGRAMS = (2, 5)
 
