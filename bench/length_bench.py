@@ -217,6 +217,9 @@ def _timed(call) -> float:
 
 
 BEFORE_ROW, AFTER_ROW = "before: fixed graph, one batch", "after: new graph, length classes and split"
+# The gateway as it was: one batch of any lengths, TensorFlow's own thread pool in every call.
+BEFORE_BATCHING = {"NEWSCLF_BATCH_LENGTH_CLASSES": "", "NEWSCLF_BATCH_SPLIT_CALL_COST": "0"}
+TF_DEFAULT_THREADS = {"NEWSCLF_TF_INTRA_OP_THREADS": "0"}
 CEILING_ROW = "reference: n-gram model (no recurrent work), length classes and split"
 
 
@@ -233,7 +236,8 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
              rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Requests/s at concurrency 32 through the gateway (gRPC), one document per request,
     documents per model call and the gateway process's CPU milliseconds per request: one gateway
-    batching as before (no length classes, no split), one with today's defaults.  With an
+    as before (no length classes, no split, TensorFlow's default threads), one with today's
+    defaults, one with today's batching and TensorFlow's default threads.  With an
     ``ngram`` model in ``root``, a last row serves it through today's gateway: a model whose call
     costs next to nothing, so its row is what the gateway and the clients cost on their own."""
     from bench.gateway_bench import GatewayProcess, load
@@ -242,8 +246,8 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
 
     processes, clients = {}, {}
     try:
-        for batching, env in (("before", {"NEWSCLF_BATCH_LENGTH_CLASSES": "", "NEWSCLF_BATCH_SPLIT_CALL_COST": "0"}),
-                              ("today", {})):
+        for batching, env in (("before", {**BEFORE_BATCHING, **TF_DEFAULT_THREADS}), ("today", {}),
+                              ("today, TensorFlow's threads", TF_DEFAULT_THREADS)):
             saved = {key: os.environ.pop(key, None) for key in env}
             os.environ.update(env)
             try:
@@ -257,7 +261,10 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
             process.wait_ready()
             clients[batching] = GrpcTransport(f"127.0.0.1:{process.grpc_port}")
         modes = {BEFORE_ROW: ("before", old), "new graph, one batch": ("before", new),
-                 "fixed graph, length classes and split": ("today", old), AFTER_ROW: ("today", new)}
+                 "fixed graph, length classes and split": ("today", old),
+                 "new graph, length classes and split, TensorFlow's default threads":
+                     ("today, TensorFlow's threads", new),
+                 AFTER_ROW: ("today", new)}
         if ModelRoot(root).latest(NGRAM) is not None:
             modes[CEILING_ROW] = ("today", NGRAM)
         for batching, model in modes.values():
@@ -396,7 +403,7 @@ def _gateway_figures(args, texts: list[str]) -> dict:
     settings = GatewaySettings()
     rps, batched, cpu = _gateway(args.work / "models", args.variant, args.variant + FIXED_SUFFIX, sample,
                                  args.requests, args.rounds)
-    return {"gateway_split_cost": settings.batch_split_call_cost,
+    return {"gateway_split_cost": settings.batch_split_call_cost, "gateway_threads": settings.tf_intra_op_threads,
             "gateway_split_step_cost": settings.batch_split_step_cost,
             "gateway_length_classes": settings.batch_length_classes, "gateway_rps": rps,
             "gateway_documents_per_call": batched, "gateway_cpu_ms_per_request": cpu,
@@ -406,7 +413,7 @@ def _gateway_figures(args, texts: list[str]) -> dict:
 
 
 GATEWAY_KEYS = ("gateway_rps", "gateway_documents_per_call", "gateway_cpu_ms_per_request", "gateway_requests",
-                "gateway_load", "gateway_measured_at")
+                "gateway_load", "gateway_measured_at", "gateway_threads")
 
 
 def cmd_gateway(args) -> int:
@@ -507,7 +514,9 @@ def _scoring_section(score: dict) -> list[str]:
                   f"the batcher as before (`BATCH_LENGTH_CLASSES=` empty, "
                   f"`BATCH_SPLIT_CALL_COST=0`); *length classes and split*: today's defaults "
                   f"(`BATCH_LENGTH_CLASSES={classes}`, `BATCH_SPLIT_CALL_COST={score['gateway_split_cost']}`, "
-                  f"`BATCH_SPLIT_STEP_COST={score['gateway_split_step_cost']}`); load average "
+                  f"`BATCH_SPLIT_STEP_COST={score['gateway_split_step_cost']}`, and TensorFlow ops on "
+                  f"{score.get('gateway_threads', 'the cores ÷ BATCH_CONCURRENCY')} thread(s) per model call, "
+                  "where the rows that say so and *before* keep TensorFlow's default of every core); load average "
                   f"{score['gateway_load']:.1f} after:", "",
                   "| mode | req/s | × before | documents per model call | gateway CPU ms / request |",
                   "|---|---:|---:|---:|---:|"]

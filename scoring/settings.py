@@ -64,6 +64,10 @@ class BackendSettings(BaseSettings):
     tfserving_backoff_s: float = 0.1
     max_message_bytes: int = 64 * 1024 * 1024
     model_poll_interval_s: float = 2.0
+    # Threads one TensorFlow op may use in the embedded backend; unset: the gateway gives each of
+    # its concurrent model calls its share of the cores, other processes keep TensorFlow's
+    # default (every core); 0: TensorFlow's default.
+    tf_intra_op_threads: int | None = Field(default=None, ge=0)
 
     _split = field_validator("tfserving_addresses", mode="before")(split_commas)
 

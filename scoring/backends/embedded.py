@@ -89,6 +89,24 @@ def _domain_error(exc, info: ModelVersion) -> ServiceError:
     return Unavailable(f"{where} failed ({type(exc).__name__}): {_reason(exc)}")
 
 
+def use_intra_op_threads(threads: int | None) -> None:
+    """Let one TensorFlow op use ``threads`` threads in this process (None or 0: TensorFlow's default).
+
+    TensorFlow fixes the number when its runtime starts; a process whose runtime already runs
+    keeps what it has, with a warning.
+    """
+    if not threads:
+        return
+    import tensorflow as tf
+
+    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        log.warning("TensorFlow already runs in this process: NEWSCLF_TF_INTRA_OP_THREADS=%d not applied", threads)
+
+
 class _Servable:
     """One loaded version; counts calls in flight so it is released only after the last one."""
 
@@ -140,6 +158,7 @@ class EmbeddedBackend(Backend):
     def __init__(self, settings: BackendSettings, *, poll: bool = True):
         self._root = ModelRoot(settings.model_root)
         self._interval = settings.model_poll_interval_s
+        self._threads = settings.tf_intra_op_threads
         self._lock = threading.Lock()          # guards _served, _labels and in-flight counts
         self._refresh_lock = threading.Lock()  # one scan/load at a time
         self._served: dict[str, dict[int, _Servable]] = {}
@@ -201,6 +220,7 @@ class EmbeddedBackend(Backend):
         if self._failed_identity.get((model, version)) == identity:
             return None  # failed before and unchanged since: do not retry every poll
         started = time.perf_counter()
+        use_intra_op_threads(self._threads)
         try:
             info = ModelVersion(model, version, self._root.read_metadata(model, version))
             servable = _Servable(info, path)
