@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "temperatures, abstain thresholds, hybrid/ensemble weights and every choice come from.  "
         "Baselines are fitted on the whole training split with scikit-learn (LinearSVC has no "
         "probabilities, so no ECE).  Train minutes are wall-clock on a shared 2-core machine, "
-        "word2vec pre-training included unless it came from the cache.\n\n"
+        "word2vec pre-training included unless it came from the cache, and so is any time a run was held "
+        "stopped while a timing benchmark had the machine (hence the large spreads).\n\n"
         + (f"**Not complete: missing {', '.join(missing)}.**\n\n" if missing else "")
         + rows + "\n\n" + "\n".join(notes) + "\n")
     print(markdown, flush=True)
