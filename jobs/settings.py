@@ -28,7 +28,7 @@ class JobSettings(Limits):
     chunk_size: int = Field(default=4000, ge=1, le=100_000)
     batch_size: int = Field(default=256, ge=1, le=4096)
     max_chunks: int = Field(default=100_000, ge=1)
-    default_model: str = "bilstm-ngram"  # the default served model (README)
+    default_model: str = "ensemble"  # the default served model (README)
     job_ttl_s: int = 7 * 24 * 3600
     # Caps on what one job may read (see docs/worker.md, "Input caps").
     max_entry_bytes: int = Field(default=1 << 30, ge=1)
