@@ -12,6 +12,7 @@ after the fork.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -89,11 +90,12 @@ def _domain_error(exc, info: ModelVersion) -> ServiceError:
     return Unavailable(f"{where} failed ({type(exc).__name__}): {_reason(exc)}")
 
 
+@functools.cache
 def use_intra_op_threads(threads: int | None) -> None:
     """Let one TensorFlow op use ``threads`` threads in this process (None or 0: TensorFlow's default).
 
     TensorFlow fixes the number when its runtime starts; a process whose runtime already runs
-    keeps what it has, with a warning.
+    keeps what it has, with one warning (a call per process and number does the work).
     """
     if not threads:
         return
