@@ -538,7 +538,8 @@ def _scoring_section(score: dict) -> list[str]:
                       f"({rps[CEILING_ROW] / base:.2f}× before) and "
                       f"{reference:.2f} gateway CPU ms per request are what gRPC and the gateway's own work cost "
                       "with next to no model work (the clients' share of the cores comes on top), so no change of the "
-                      f"recurrent graph can take the gateway far past that row here.  Net of that row's cost, the recurrent work per request went from "
+                      f"recurrent graph can take the gateway far past that row here.  Net of that row's cost, the "
+                      "recurrent work per request went from "
                       f"{cpu[BEFORE_ROW] - reference:.2f} to {cpu[AFTER_ROW] - reference:.2f} CPU ms "
                       f"({(cpu[BEFORE_ROW] - reference) / max(cpu[AFTER_ROW] - reference, 1e-9):.2f}× less)."]
         best = rps[AFTER_ROW] / base
