@@ -10,6 +10,11 @@ graph::
 
     python -m bench.ngram_grid --seeds 1,2,3 --min-df 1,2,3,4,6 --c 0.25,0.5,1,2,4,8,16
     python -m bench.ngram_grid --features word,char,word+char --min-df 3 --c 1,4
+    python -m bench.ngram_grid --min-df 3 --c 1,2,4,8 --class-weight none,balanced
+
+``--class-weight balanced`` weighs each topic's errors by the inverse of its share of the fit
+split (scikit-learn's ``class_weight``): a trial for the rare topics, hence macro-F1 beside
+accuracy.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ def _features(kind: str, texts: list[list[str]], min_df: int) -> tuple[list, int
 
 
 def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float,
-         features: list[str] = ("word",)) -> list[dict]:
+         features: list[str] = ("word",), class_weights: list[str] = ("none",)) -> list[dict]:
+    from sklearn.metrics import f1_score
     from sklearn.svm import LinearSVC
 
     from training.dataset import load
@@ -62,23 +68,38 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
         texts = [fit.texts(), val.texts(), data.test.texts()]
         for kind, min_df in ((k, m) for k in features for m in min_dfs):
             (x_fit, x_val, x_test), terms = _features(kind, texts, min_df)
-            for c in cs:
-                svm = LinearSVC(C=c, random_state=seed).fit(x_fit, fit.y)
-                rows.append({"seed": seed, "features": kind, "min_df": min_df, "c": c, "terms": terms,
-                             "val_accuracy": float(np.mean(svm.predict(x_val) == val.y)),
-                             "test_accuracy": float(np.mean(svm.predict(x_test) == data.test.y))})
+            for c, weight in ((c, w) for c in cs for w in class_weights):
+                svm = LinearSVC(C=c, random_state=seed, class_weight=None if weight == "none" else weight)
+                svm.fit(x_fit, fit.y)
+                predicted_val, predicted_test = svm.predict(x_val), svm.predict(x_test)
+                rows.append({"seed": seed, "features": kind, "min_df": min_df, "c": c, "class_weight": weight,
+                             "terms": terms, "val_accuracy": float(np.mean(predicted_val == val.y)),
+                             "val_macro_f1": float(f1_score(val.y, predicted_val, average="macro")),
+                             "test_accuracy": float(np.mean(predicted_test == data.test.y)),
+                             "test_macro_f1": float(f1_score(data.test.y, predicted_test, average="macro"))})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
+def _key(row: dict) -> tuple:
+    return row.get("features", "word"), row["min_df"], row["c"], row.get("class_weight", "none")
+
+
+def _mean(values: list[float]) -> str:
+    spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.4f}{spread}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| features | min_df | C | terms (mean) | val accuracy | test accuracy |", "|---|---:|---:|---:|---|---|"]
-    for kind, min_df, c in sorted({(r.get("features", "word"), r["min_df"], r["c"]) for r in rows}):
-        mine = [r for r in rows if (r.get("features", "word"), r["min_df"], r["c"]) == (kind, min_df, c)]
-        val, test = (np.array([r[k] for r in mine]) for k in ("val_accuracy", "test_accuracy"))
-        spread = (lambda a: f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else "")
-        lines.append(f"| {kind} | {min_df} | {c:g} | {np.mean([r['terms'] for r in mine]):,.0f} | "
-                     f"{val.mean():.4f}{spread(val)} | {test.mean():.4f}{spread(test)} |")
+    columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
+    lines = ["| features | min_df | C | class weight | terms (mean) | val accuracy | val macro-F1 | "
+             "test accuracy | test macro-F1 |", "|---|---:|---:|---|---:|---|---|---|---|"]
+    for key in sorted({_key(r) for r in rows}):
+        mine = [r for r in rows if _key(r) == key]
+        kind, min_df, c, weight = key
+        figures = " | ".join(_mean([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
+        lines.append(f"| {kind} | {min_df} | {c:g} | {weight} | {np.mean([r['terms'] for r in mine]):,.0f} | "
+                     f"{figures} |")
     return "\n".join(lines)
 
 
@@ -89,14 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-df", default="1,2,3,4,6")
     parser.add_argument("--c", default="0.25,0.5,1,2,4,8,16")
     parser.add_argument("--features", default="word", help=f"comma-separated, of {', '.join(FEATURES)}")
+    parser.add_argument("--class-weight", default="none", help="comma-separated, of none, balanced")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ngram-grid.json")
     args = parser.parse_args(argv)
     features = [f for f in args.features.split(",") if f]
     if set(features) - set(FEATURES):
         parser.error(f"unknown features {sorted(set(features) - set(FEATURES))}; choose from {', '.join(FEATURES)}")
+    weights = [w for w in args.class_weight.split(",") if w]
+    if set(weights) - {"none", "balanced"}:
+        parser.error(f"unknown class weights {sorted(set(weights) - {'none', 'balanced'})}; choose none or balanced")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
-                [float(c) for c in args.c.split(",")], args.val_fraction, features)
+                [float(c) for c in args.c.split(",")], args.val_fraction, features, weights)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(table(rows))
