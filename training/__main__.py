@@ -50,7 +50,7 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
         elif get_origin(kind) is Literal:
             group.add_argument(flag, dest=name, choices=get_args(kind), default=None, help=help_text)
         else:
-            numeric = float if kind is float else int
+            numeric = float if kind is float or float in get_args(kind) else int
             group.add_argument(flag, dest=name, type=numeric, default=None, help=help_text)
 
 

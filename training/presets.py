@@ -47,6 +47,9 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(2e-3, gt=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     class_weight: Literal["none", "sqrt", "balanced"] = "none"
+    ema_momentum: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the "
+                                       "weights with this momentum per step; validation, early stopping and the "
+                                       "export use the average")
     patience: int = Field(3, ge=0, description="epochs without val-loss improvement before stopping")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of training data held out")
     # chosen on validation, 3 seeds (docs/benchmarks.md, what was tried)

@@ -86,7 +86,8 @@ def _optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizer
     if settings.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(
             settings.learning_rate, decay_steps=max(1, steps_per_epoch * settings.epochs), alpha=0.05)
-    return keras.optimizers.Adam(learning_rate=rate, clipnorm=1.0)
+    averaging = {"use_ema": True, "ema_momentum": settings.ema_momentum} if settings.ema_momentum else {}
+    return keras.optimizers.Adam(learning_rate=rate, clipnorm=1.0, **averaging)
 
 
 def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: ModelRoot, *,
@@ -132,6 +133,9 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     timer = _EpochTimer()
     callbacks: list[keras.callbacks.Callback] = [
         timer,
+        # the average goes into the model before each validation and stays there through
+        # the epoch's end, so early stopping keeps and restores the average's best epoch
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if settings.ema_momentum else []),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
                                       restore_best_weights=True),
     ]

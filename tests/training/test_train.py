@@ -40,6 +40,28 @@ def test_word2vec_pretraining_runs_before_training(tmp_path, reuters46):
     assert 0 <= meta.metrics["test_accuracy"] <= 1
 
 
+def test_weight_averaging_exports_the_average(tmp_path, reuters46):
+    """Keras starts the average at the weights after the first step; with a momentum next to 1
+    it stays there, so a second epoch must not change what is exported. Without averaging it does."""
+    texts = reuters46.test.texts()[:20]
+
+    def exported(name: str, **settings) -> tuple[np.ndarray, object]:
+        root = ModelRoot(tmp_path / name)
+        result = train_variant(reuters46, "gru", preset("quick", **{**TINY, "patience": 5, **settings}), root,
+                               seed=3)
+        return ServingModel(root.version_dir("gru", 1)).predict(texts), result
+
+    one, _ = exported("ema-1", ema_momentum=0.999999, epochs=1)
+    two, result = exported("ema-2", ema_momentum=0.999999, epochs=2)
+    np.testing.assert_allclose(one, two, atol=1e-4)
+    raw_one, _ = exported("raw-1", epochs=1)
+    raw_two, _ = exported("raw-2", epochs=2)
+    assert np.abs(raw_one - raw_two).max() > 1e-3
+    # validation saw the average too: the exported model scores as the history's restored epoch did
+    best = int(np.argmin(result.history["val_loss"]))
+    assert result.metadata.metrics["val_accuracy"] == pytest.approx(result.history["val_accuracy"][best], abs=0.01)
+
+
 def _graph_ops(path) -> set[str]:
     from tensorflow.core.protobuf import saved_model_pb2
     saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
