@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from scoring.cores import available_cores
+
 CommaList = Annotated[list[str], NoDecode]
 ENV = SettingsConfigDict(env_prefix="NEWSCLF_", extra="ignore")
 
@@ -65,8 +67,8 @@ class BackendSettings(BaseSettings):
     max_message_bytes: int = 64 * 1024 * 1024
     model_poll_interval_s: float = 2.0
     # Threads one TensorFlow op may use in the embedded backend; unset: the gateway gives each of
-    # its concurrent model calls its share of the cores, other processes keep TensorFlow's
-    # default (every core); 0: TensorFlow's default.
+    # its concurrent model calls, and a worker each of its pool processes, its share of the cores
+    # (``share_cores``); 0: TensorFlow's default (every core).
     tf_intra_op_threads: int | None = Field(default=None, ge=0)
 
     _split = field_validator("tfserving_addresses", mode="before")(split_commas)
@@ -74,3 +76,12 @@ class BackendSettings(BaseSettings):
     @property
     def backend_kind(self) -> str:
         return "tfserving" if self.tfserving_addresses else "embedded"
+
+    def share_cores(self, concurrent_calls: int) -> None:
+        """Unless set, give each of ``concurrent_calls`` model calls its share of the cores.
+
+        Two calls with TensorFlow's default threads (every core each) oversubscribe a 2-core
+        host and run slower together than one call at a time (docs/gateway.md).
+        """
+        if self.tf_intra_op_threads is None:
+            self.tf_intra_op_threads = max(1, available_cores() // max(1, concurrent_calls))

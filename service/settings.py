@@ -4,7 +4,6 @@ batching and security. Read once from the environment (prefix ``NEWSCLF_``) and 
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -55,10 +54,7 @@ class GatewaySettings(BackendSettings, Limits):
 
     @model_validator(mode="after")
     def _threads_per_call(self) -> "GatewaySettings":
-        # Each concurrent model call gets its share of the cores: on 2 cores, two calls with
-        # TensorFlow's default of 2 threads each oversubscribe them (docs/gateway.md).
-        if self.tf_intra_op_threads is None:
-            self.tf_intra_op_threads = max(1, available_cores() // max(1, self.batch_concurrency))
+        self.share_cores(self.batch_concurrency)
         return self
 
     @model_validator(mode="after")
@@ -72,14 +68,6 @@ class GatewaySettings(BackendSettings, Limits):
     def runs_open(self) -> bool:
         """True when clients beyond this machine could call the API without a key."""
         return not self.api_keys and not is_loopback(self.host)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the platform tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def is_loopback(host: str) -> bool:

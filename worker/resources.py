@@ -1,16 +1,18 @@
 """Per-process resources of a worker: the model backend and the Redis job store.
 
 Each is created in the pool process after the fork, never in the parent, and re-created if the
-process id changes; the models are loaded as soon as a pool process starts.
+process id changes; the models are loaded as soon as a pool process starts. Before the pool forks,
+each of its processes is given its share of the cores for TensorFlow.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from jobs.store import JobStore
 from scoring.backends.base import Backend
@@ -41,6 +43,17 @@ def store(settings: WorkerSettings) -> JobStore:
     return _store
 
 
+@celeryd_after_setup.connect
+def _share_cores_among_pool_processes(instance=None, **_: object) -> None:
+    """Runs in the main process once the pool's size is known and before it forks, so every
+    pool process inherits the number. A solo pool scores in the main process alone."""
+    settings = getattr(getattr(instance, "app", None), "settings", None)
+    if not isinstance(settings, WorkerSettings):
+        return
+    solo = getattr(instance.pool_cls, "__module__", "") == "celery.concurrency.solo"
+    settings.share_cores(1 if solo else (instance.max_concurrency or instance.concurrency))
+
+
 @worker_process_init.connect
 def _load_models_after_fork(**_: object) -> None:
     """Load the models as soon as a pool process exists, before it takes its first task.
@@ -57,8 +70,10 @@ def _load_models_after_fork(**_: object) -> None:
     while not model.ready() and time.monotonic() < deadline:
         time.sleep(0.05)
     if model.ready():
-        log.info("worker process ready (pid %d): models %s", os.getpid(),
-                 ", ".join(m.name for m in model.models()))
+        tf = sys.modules.get("tensorflow")  # loaded by the embedded backend only
+        threads = tf.config.threading.get_intra_op_parallelism_threads() if tf else 0
+        log.info("worker process ready (pid %d): models %s; TensorFlow threads per op: %s", os.getpid(),
+                 ", ".join(m.name for m in model.models()), threads or "default")
     else:
         log.warning("worker process %d: model backend not ready after %.0f s; tasks will wait",
                     os.getpid(), settings.model_load_timeout_s * 0.9)

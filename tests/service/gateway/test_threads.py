@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from service.settings import GatewaySettings, available_cores
+from scoring.cores import available_cores
+from service.settings import GatewaySettings
 from tests.support.processes import REPO
-from worker.settings import WorkerSettings
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 64])
@@ -24,11 +24,6 @@ def test_each_concurrent_call_gets_its_share_of_the_cores(monkeypatch, concurren
 def test_a_number_from_the_environment_is_kept(monkeypatch, value):
     monkeypatch.setenv("NEWSCLF_TF_INTRA_OP_THREADS", value)
     assert GatewaySettings().tf_intra_op_threads == int(value)
-
-
-def test_workers_keep_tensorflows_default(monkeypatch):
-    monkeypatch.delenv("NEWSCLF_TF_INTRA_OP_THREADS", raising=False)
-    assert WorkerSettings().tf_intra_op_threads is None
 
 
 SCRIPT = """
