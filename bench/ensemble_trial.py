@@ -1,0 +1,144 @@
+"""Trials of what the served ensemble could pool, chosen on validation, over seeds.
+
+Each seed's exported members (``train --variant all --seed S --model-root ROOT``, ROOT with
+``{seed}`` in it) give their validation and test probabilities; each arm pools a set of them
+with today's weighted geometric mean (:func:`training.ensemble.choose_weights`, fitted on
+validation).  Arms beside today's five members:
+
+- ``+nbsvm``: an NB-SVM over the same word 1-2-gram TF-IDF features (``bench.ngram_grid``), its
+  softmax scores as a sixth member (the fitted weight acts as its temperature);
+- ``+extra``: another export of a recurrent variant (``--extra gru=runs/ema/ema/seed-{seed}``),
+  a second training run beside the first;
+- ``prior``: today's pool with ``tau * log(prior)`` subtracted from its logits (the fit split's
+  topic shares), tau chosen on validation macro-F1 over a grid: a trial for rare topics.
+
+Test figures are printed beside validation for the record, never used to choose::
+
+    python -m bench.ensemble_trial --roots 'runs/all/seed-{seed}' --extra 'gru=runs/ema/ema/seed-{seed}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import DEFAULT_CORPUS, REPO
+
+MEMBERS = ("rnn", "lstm", "gru", "bilstm", "ngram")
+NBSVM_C = 1.0
+TAUS = np.round(np.arange(0.0, 1.01, 0.1), 2)
+
+
+def _probs(root: Path, model: str, texts: list[list[str]]) -> list[np.ndarray]:
+    from training.evaluate import ServingModel
+    from training.layout import ModelRoot
+
+    layout = ModelRoot(root)
+    served = ServingModel(layout.version_dir(model, layout.latest(model)))
+    return [served.predict(t) for t in texts]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _nbsvm(fit, texts: list[list[str]], seed: int, n_labels: int, min_df: int) -> list[np.ndarray]:
+    from bench.ngram_grid import _features, _nb_svm
+
+    (x_fit, *rest), _ = _features("word", texts, min_df)
+    coef, bias = _nb_svm(x_fit, fit.y, NBSVM_C, seed, n_labels)
+    return [_softmax(np.asarray(x @ coef + bias)) for x in rest]
+
+
+def _figures(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    predicted = probs.argmax(axis=1)
+    return {"accuracy": float(np.mean(predicted == y)), "macro_f1": float(f1_score(y, predicted, average="macro"))}
+
+
+def _both(probs: list[np.ndarray], ys: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """Validation and test figures, keyed ``val_accuracy`` ... ``test_macro_f1``."""
+    return {f"{split}_{k}": v for split, p, y in zip(("val", "test"), probs, ys, strict=True)
+            for k, v in _figures(p, y).items()}
+
+
+def _pool(members: dict[str, list[np.ndarray]], y_val: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    from training.calibration import apply_temperature
+    from training.ensemble import PRODUCT, choose_weights, pool
+
+    names = list(members)
+    weights, temperature = choose_weights([members[n][0] for n in names], y_val)
+    pooled = [apply_temperature(pool([members[n][i] for n in names], weights, PRODUCT), temperature) for i in (0, 1)]
+    return pooled, {n: round(float(w), 3) for n, w in zip(names, weights, strict=True)}
+
+
+def trial(corpus: Path, roots: str, seeds: list[int], extra: dict[str, str], val_fraction: float,
+          min_df: int) -> list[dict]:
+    from training.dataset import load
+
+    data = load(corpus)
+    rows = []
+    for seed in seeds:
+        fit, val = data.validation_split(val_fraction, seed)
+        texts = [val.texts(), data.test.texts()]
+        ys = (val.y, data.test.y)
+        root = Path(roots.format(seed=seed))
+        members = {m: _probs(root, m, texts) for m in MEMBERS}
+        arms = {"today": dict(members),
+                "+nbsvm": members | {"nbsvm": _nbsvm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)}}
+        for variant, template in extra.items():
+            arms[f"+{variant}"] = members | {f"{variant}-2": _probs(Path(template.format(seed=seed)), variant, texts)}
+        for arm, pooled_members in arms.items():
+            pooled, weights = _pool(pooled_members, val.y)
+            rows.append({"seed": seed, "arm": arm, "weights": weights, **_both(pooled, ys)})
+            print(json.dumps(rows[-1]), flush=True)
+            if arm == "today":
+                prior = np.bincount(fit.y, minlength=len(data.labels)) / len(fit.y)
+                shift = np.log(np.maximum(prior, 1e-12))
+                adjusted = {t: [_softmax(np.log(np.maximum(p, 1e-12)) - t * shift) for p in pooled] for t in TAUS}
+                tau = max(TAUS, key=lambda t: (_figures(adjusted[t][0], val.y)["macro_f1"], -t))
+                rows.append({"seed": seed, "arm": "prior", "tau": float(tau), **_both(adjusted[tau], ys)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
+    lines = ["| arm | seeds | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+             "|---|---:|" + "---|" * len(columns)]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        cells = [f"{np.mean([r[c] for r in mine]):.4f} ± {np.std([r[c] for r in mine], ddof=1):.4f}"
+                 if len(mine) > 1 else f"{mine[0][c]:.4f}" for c in columns]
+        lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--roots", required=True, help="model root per seed, with {seed}")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--extra", action="append", default=[], help="VARIANT=ROOT (with {seed}): a second run")
+    parser.add_argument("--min-df", type=int, default=3)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "ensemble-trial.json")
+    args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.extra)
+    rows = trial(args.corpus, args.roots, [int(s) for s in args.seeds.split(",")], extra, args.val_fraction,
+                 args.min_df)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
