@@ -4,7 +4,10 @@ which version of the chosen model they measure."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+import numpy as np
 
 from scoring.settings import BackendSettings
 from training.layout import ModelRoot
@@ -28,3 +31,18 @@ def latest_version(parser: argparse.ArgumentParser, root: ModelRoot, model: str)
         parser.error(f"no model {model!r} under {root.path}; train one first "
                      f"(python -m training train --variant {model} --preset quick)")
     return version
+
+
+def mean_std(values: list[float], digits: int = 4) -> str:
+    """``mean ± sample std`` of a benchmark's seeds; the value alone for one, a dash for none."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def write_rows(out: Path, rows: list[dict]) -> None:
+    """Keep a trial's raw rows (under ``runs/``) beside the table it prints."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DEFAULT_CORPUS, REPO
+from bench.common import DEFAULT_CORPUS, REPO, mean_std, write_rows
 
 MEMBERS = ("rnn", "lstm", "gru", "bilstm", "ngram")
 NBSVM_C = 1.0
@@ -115,8 +115,7 @@ def table(rows: list[dict]) -> str:
              "|---|---:|" + "---|" * len(columns)]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         mine = [r for r in rows if r["arm"] == arm]
-        cells = [f"{np.mean([r[c] for r in mine]):.4f} ± {np.std([r[c] for r in mine], ddof=1):.4f}"
-                 if len(mine) > 1 else f"{mine[0][c]:.4f}" for c in columns]
+        cells = [mean_std([r[c] for r in mine]) for c in columns]
         lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -134,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.extra)
     rows = trial(args.corpus, args.roots, [int(s) for s in args.seeds.split(",")], extra, args.val_fraction,
                  args.min_df)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    write_rows(args.out, rows)
     print(table(rows))
     return 0
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DEFAULT_CORPUS, REPO
+from bench.common import DEFAULT_CORPUS, REPO, mean_std, write_rows
 
 FEATURES = ("word", "char", "word+char")
 SCALINGS = ("none", "nb")
@@ -120,11 +120,6 @@ def _key(row: dict) -> tuple:
             row.get("class_weight", "none"))
 
 
-def _mean(values: list[float]) -> str:
-    spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
-    return f"{np.mean(values):.4f}{spread}"
-
-
 def table(rows: list[dict]) -> str:
     columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
     lines = ["| features | scaling | min_df | C | class weight | terms (mean) | val accuracy | val macro-F1 | "
@@ -132,7 +127,7 @@ def table(rows: list[dict]) -> str:
     for key in sorted({_key(r) for r in rows}):
         mine = [r for r in rows if _key(r) == key]
         kind, scaling, min_df, c, weight = key
-        figures = " | ".join(_mean([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
+        figures = " | ".join(mean_std([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
         terms = np.mean([r["terms"] for r in mine])
         lines.append(f"| {kind} | {scaling} | {min_df} | {c:g} | {weight} | {terms:,.0f} | {figures} |")
     return "\n".join(lines)
@@ -161,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scalings {sorted(set(scalings) - set(SCALINGS))}; choose from {', '.join(SCALINGS)}")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
                 [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    write_rows(args.out, rows)
     print(table(rows))
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO
+from bench.common import REPO, mean_std
 from bench.report import write_section
 from bench.tfidf_baseline import BASELINES, run_baseline
 from training.dataset import Reuters46, load
@@ -199,14 +199,6 @@ def combine(seed: int, data: Reuters46, state: State, overrides: dict, cache_dir
 def _members_wall(state: State, members: list[str], seed: int) -> float:
     """A combination's training time: its members' (combining itself takes seconds)."""
     return float(sum(state.get(m, seed).get("wall_seconds") or 0.0 for m in members))
-
-
-def mean_std(values: list[float], digits: int = 4) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 ROW_ORDER = ["rnn-seed", *VARIANTS, NGRAM, *[hybrid_name(v) for v in VARIANTS], ENSEMBLE, QUICK]
