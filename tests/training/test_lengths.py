@@ -155,6 +155,27 @@ def test_length_batches_hold_every_text_once_cut_to_their_longest():
     assert length_batches(x, y, batch, "post", window_batches=4, seed=4).cardinality().numpy() == len(again)
 
 
+def test_side_rows_ride_with_their_texts_in_the_same_order():
+    rng = np.random.default_rng(1)
+    n, width = 200, 30
+    x = np.zeros((n, width), np.int32)
+    for i, k in enumerate(rng.integers(1, width + 1, size=n)):
+        x[i, :k] = rng.integers(2, 500, size=k)
+    y = np.arange(n)
+    side = rng.normal(size=(n, 3)).astype(np.float32)
+    plain = [labels.numpy().tolist() for _, labels in length_batches(x, y, 16, "post", window_batches=2, seed=3)]
+    joined = list(length_batches(x, y, 16, "post", window_batches=2, seed=3, side=side))
+    assert [labels.numpy().tolist() for _, labels in joined] == plain  # same order as without a side input
+    for (ids, rows), labels in joined:
+        assert ids.shape[1] == np.count_nonzero(ids.numpy(), axis=1).max()
+        np.testing.assert_array_equal(rows.numpy(), side[labels.numpy()])
+        assert _rows(ids.numpy()) == _rows(x[labels.numpy()])
+    (_, val_rows), val_labels = next(iter(length_batches(x, y, 8, "post", shuffle=False, side=side)))
+    np.testing.assert_array_equal(val_rows.numpy(), side[val_labels.numpy()])
+    with pytest.raises(ValueError, match="side rows"):
+        length_batches(x, y, 16, "post", side=side[:-1])
+
+
 def test_validation_batches_are_sorted_and_complete():
     x = np.array([[3, 4, 5, 0], [6, 0, 0, 0], [7, 8, 0, 0]], np.int32)
     batches = list(length_batches(x, np.array([0, 1, 2]), 2, "post", shuffle=False))
@@ -170,6 +191,9 @@ def test_fit_arguments_bucket_only_masked_models():
     assert unmasked["x"] is x and unmasked["batch_size"] == 128
     off = fit_arguments(preset("default", length_buckets=False), (x, y), (x, y), seed=1)
     assert off["x"] is x
+    side = np.zeros((10, 2), np.float32)
+    beside = fit_arguments(preset("seed"), (x, y), (x, y), seed=1, sides=(side, side))
+    assert beside["x"][1] is side and beside["validation_data"][0][1] is side
 
 
 def test_cudnn_export_is_published_with_figures_from_the_generic_graph(reuters46, tmp_path):
