@@ -220,6 +220,8 @@ BEFORE_ROW, AFTER_ROW = "before: fixed graph, one batch", "after: new graph, len
 # The gateway as it was: one batch of any lengths, TensorFlow's own thread pool in every call.
 BEFORE_BATCHING = {"NEWSCLF_BATCH_LENGTH_CLASSES": "", "NEWSCLF_BATCH_SPLIT_CALL_COST": "0"}
 TF_DEFAULT_THREADS = {"NEWSCLF_TF_INTRA_OP_THREADS": "0"}
+NO_XLA = {"NEWSCLF_XLA_MAX_BATCH": "0"}
+NO_XLA_ROW = "new graph, length classes and split, without XLA"
 CEILING_ROW = "reference: n-gram model (no recurrent work), length classes and split"
 
 
@@ -232,13 +234,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _settle(pids: list[int], idle_share: float = 0.05, timeout_s: float = 180.0) -> None:
+    """Wait until the processes use less than ``idle_share`` of a core (their compiles are done)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        used = sum(_cpu_seconds(pid) for pid in pids)
+        time.sleep(1.0)
+        if sum(_cpu_seconds(pid) for pid in pids) - used < idle_share:
+            return
+
+
 def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
              rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Requests/s at concurrency 32 through the gateway (gRPC, from the lean load generator of
     ``bench.gateway_bench``), one document per request, documents per model call, and CPU
     milliseconds per request of the gateway process and of the clients: one gateway
-    as before (no length classes, no split, TensorFlow's default threads), one with today's
-    defaults, one with today's batching and TensorFlow's default threads.  With an
+    as before (no length classes, no split, TensorFlow's default threads, no XLA), one with today's
+    defaults, one with today's batching and TensorFlow's default threads, one without XLA.  Each
+    mode first sends every text twice, each time followed by a wait for the gateways to go idle,
+    so XLA has compiled the batch shapes the run needs.  With an
     ``ngram`` model in ``root``, a last row serves it through today's gateway: a model whose call
     costs next to nothing, so its row is what the gateway and the clients cost on their own."""
     from bench.gateway_bench import GatewayProcess, LeanGrpcClient, load
@@ -246,8 +260,8 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
 
     processes, clients = {}, {}
     try:
-        for batching, env in (("before", {**BEFORE_BATCHING, **TF_DEFAULT_THREADS}), ("today", {}),
-                              ("today, TensorFlow's threads", TF_DEFAULT_THREADS)):
+        for batching, env in (("before", {**BEFORE_BATCHING, **TF_DEFAULT_THREADS, **NO_XLA}), ("today", {}),
+                              ("today, TensorFlow's threads", TF_DEFAULT_THREADS), ("today, without XLA", NO_XLA)):
             saved = {key: os.environ.pop(key, None) for key in env}
             os.environ.update(env)
             try:
@@ -264,12 +278,14 @@ def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
                  "fixed graph, length classes and split": ("today", old),
                  "new graph, length classes and split, TensorFlow's default threads":
                      ("today, TensorFlow's threads", new),
+                 NO_XLA_ROW: ("today, without XLA", new),
                  AFTER_ROW: ("today", new)}
         if ModelRoot(root).latest(NGRAM) is not None:
             modes[CEILING_ROW] = ("today", NGRAM)
-        for batching, model in modes.values():
-            for text in texts[:32]:
-                clients[batching].classify(text, model)
+        for _ in range(2):  # XLA compiles each batch shape the first time it is seen, on the side
+            for mode, (batching, model) in modes.items():
+                load(lambda t, c=clients[batching], m=model: c.classify(t, m), texts, len(texts), 32, mode)
+            _settle([process.process.pid for process in processes.values()])
         tries: dict[str, list[float]] = {mode: [] for mode in modes}
         cpu: dict[str, list[float]] = {mode: [] for mode in modes}
         client_cpu: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -408,6 +424,7 @@ def _gateway_figures(args, texts: list[str]) -> dict:
     measured = _gateway(args.work / "models", args.variant, args.variant + FIXED_SUFFIX, sample,
                         args.requests, args.rounds)
     return {"gateway_split_cost": settings.batch_split_call_cost, "gateway_threads": settings.tf_intra_op_threads,
+            "gateway_xla_max_batch": settings.xla_max_batch,
             "gateway_split_step_cost": settings.batch_split_step_cost,
             "gateway_length_classes": settings.batch_length_classes, **measured,
             "gateway_texts": len(sample), "gateway_requests": args.requests,
@@ -417,7 +434,7 @@ def _gateway_figures(args, texts: list[str]) -> dict:
 
 GATEWAY_KEYS = ("gateway_rps", "gateway_documents_per_call", "gateway_cpu_ms_per_request",
                 "gateway_client_cpu_ms_per_request", "gateway_client", "gateway_requests", "gateway_load",
-                "gateway_measured_at", "gateway_threads")
+                "gateway_measured_at", "gateway_threads", "gateway_xla_max_batch")
 
 
 def cmd_gateway(args) -> int:
@@ -520,7 +537,11 @@ def _scoring_section(score: dict) -> list[str]:
                   f"(`BATCH_LENGTH_CLASSES={classes}`, `BATCH_SPLIT_CALL_COST={score['gateway_split_cost']}`, "
                   f"`BATCH_SPLIT_STEP_COST={score['gateway_split_step_cost']}`, and TensorFlow ops on "
                   f"{score.get('gateway_threads', 'the cores ÷ BATCH_CONCURRENCY')} thread(s) per model call, "
-                  "where the rows that say so and *before* keep TensorFlow's default of every core); load average "
+                  "where the rows that say so and *before* keep TensorFlow's default of every core; calls of at "
+                  f"most {score.get('gateway_xla_max_batch', 32)} texts run the new graph's numeric half compiled by "
+                  "XLA, except *before* and the row without XLA); every mode sent each text twice before the "
+                  "rounds, each pass followed by a wait for the gateways to go idle, so XLA had compiled its "
+                  "shapes; load average "
                   f"{score['gateway_load']:.1f} after:", "",
                   "| mode | req/s | × before | documents per model call | gateway CPU ms / request | "
                   "client CPU ms / request |", "|---|---:|---:|---:|---:|---:|"]

@@ -37,9 +37,12 @@ from training.evaluate import HISTORY_FILE, ServingModel, classification_metrics
 from training.layout import (
     CUDNN,
     DEFAULT_SERVING_BASE,
+    ENCODE_SIGNATURE,
     ENSEMBLE,
     EXTRA_DIR,
     GENERIC,
+    IDS_KEY,
+    IDS_SIGNATURE,
     INPUT_KEY,
     LABELS_FILE,
     METADATA_FILE,
@@ -91,19 +94,27 @@ def write_serving_model(path: Path, encoder: TextEncoder, classifier: keras.Mode
     archive.track(encoder.vectorizer)
     archive.track(classifier)
 
-    def serve(text):
+    def encode(text):
         ids = encoder(text)
-        if pad_to == PAD_TO_LONGEST:
-            ids = trim_to_longest(ids, encoder.padding)
+        return trim_to_longest(ids, encoder.padding) if pad_to == PAD_TO_LONGEST else ids
+
+    def classify_ids(ids):
         if kernels == CUDNN:
             empty = tf.equal(tf.reduce_max(ids, axis=1, keepdims=True), 0)
             first = tf.equal(tf.range(tf.shape(ids)[1]), 0)[None, :]
             ids = tf.where(empty & first, tf.ones_like(ids), ids)
-        probs = classifier(ids, training=False)
-        return {OUTPUT_KEY: _scale(probs, temperature)}
+        return _scale(classifier(ids, training=False), temperature)
+
+    def serve(text):
+        return {OUTPUT_KEY: classify_ids(encode(text))}
 
     with _traced_kernels(classifier, kernels):
         archive.add_endpoint(name=SIGNATURE_NAME, fn=serve, input_signature=[_TEXT_SPEC])
+        if pad_to == PAD_TO_LONGEST and kernels == GENERIC:  # halves for in-process XLA (scoring.backends)
+            archive.add_endpoint(name=ENCODE_SIGNATURE, fn=lambda text: {IDS_KEY: encode(text)},
+                                 input_signature=[_TEXT_SPEC])
+            archive.add_endpoint(name=IDS_SIGNATURE, fn=lambda ids: {OUTPUT_KEY: classify_ids(ids)},
+                                 input_signature=[tf.TensorSpec(shape=[None, None], dtype=tf.int32, name=IDS_KEY)])
         archive.write_out(str(path), verbose=False)
 
 

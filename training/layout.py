@@ -28,6 +28,9 @@ from pydantic import BaseModel, Field
 SIGNATURE_NAME = "serving_default"
 INPUT_KEY = "text"
 OUTPUT_KEY = "probabilities"
+# A masked recurrent export also carries its two halves, so an in-process runner can compile the
+# numeric half (XLA) apart from the string ops: text -> ids, and ids -> probabilities.
+ENCODE_SIGNATURE, IDS_SIGNATURE, IDS_KEY = "encode_text", "classify_ids", "ids"
 VARIANTS = ("rnn", "lstm", "gru", "bilstm")
 ENSEMBLE = "ensemble"
 NGRAM = "ngram"  # the TF-IDF 1-2-gram linear model (training/ngrams.py)

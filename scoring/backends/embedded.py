@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scoring.backends.base import Backend, BackendResult, ModelInfo, ModelVersion, check_call
+from scoring.backends.xla import CompiledHalves
 from scoring.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -112,7 +113,7 @@ def use_intra_op_threads(threads: int | None) -> None:
 class _Servable:
     """One loaded version; counts calls in flight so it is released only after the last one."""
 
-    def __init__(self, info: ModelVersion, path: Path):
+    def __init__(self, info: ModelVersion, path: Path, xla_max_batch: int = 0):
         import tensorflow as tf
 
         self._tf = tf
@@ -122,15 +123,19 @@ class _Servable:
         if meta.signature not in self._loaded.signatures:
             raise ValueError(f"{path} has no signature {meta.signature!r}")
         self._fn = self._loaded.signatures[meta.signature]
+        self._compiled = CompiledHalves.of(self._loaded, xla_max_batch, meta.settings, info.name)
         self.loaded_ref = weakref.ref(self._loaded)
         self.in_flight = 0
         self.retired = False
 
-    def run(self, texts: Sequence[str]) -> np.ndarray:
+    def run(self, texts: Sequence[str], *, compiled: bool = True) -> np.ndarray:
+        """Probabilities of ``texts``; small calls through the XLA-compiled half unless ``compiled`` is off."""
         meta = self.info.metadata
         tensor = self._tf.constant(list(texts), dtype=self._tf.string)
         try:
-            probabilities = self._fn(**{meta.input_key: tensor})[meta.output_key].numpy()
+            small = self._compiled.run(tensor) if compiled and self._compiled is not None else None
+            probabilities = (small if small is not None
+                             else self._fn(**{meta.input_key: tensor})[meta.output_key].numpy())
         except self._tf.errors.OpError as exc:
             raise _domain_error(exc, self.info) from None
         if probabilities.shape != (len(texts), len(meta.labels)):
@@ -145,12 +150,15 @@ class _Servable:
         from scoring.backends.tfs_api import texts_of
 
         requests = read_warmup_requests(path)
-        for request in requests:
-            self.run(texts_of(request.inputs[self.info.metadata.input_key]))
+        for request in requests:  # the serving graph only: warm-up alone must not start XLA compiles
+            self.run(texts_of(request.inputs[self.info.metadata.input_key]), compiled=False)
         return len(requests)
 
     def unload(self) -> None:
         self._fn = None
+        if self._compiled is not None:
+            self._compiled.close()
+        self._compiled = None
         self._loaded = None
 
 
@@ -161,6 +169,7 @@ class EmbeddedBackend(Backend):
         self._root = ModelRoot(settings.model_root)
         self._interval = settings.model_poll_interval_s
         self._threads = settings.tf_intra_op_threads
+        self._xla_max_batch = settings.xla_max_batch
         self._lock = threading.Lock()          # guards _served, _labels and in-flight counts
         self._refresh_lock = threading.Lock()  # one scan/load at a time
         self._served: dict[str, dict[int, _Servable]] = {}
@@ -225,7 +234,7 @@ class EmbeddedBackend(Backend):
         use_intra_op_threads(self._threads)
         try:
             info = ModelVersion(model, version, self._root.read_metadata(model, version))
-            servable = _Servable(info, path)
+            servable = _Servable(info, path, self._xla_max_batch)
             warmed = servable.warm_up(path / EXTRA_DIR / WARMUP_FILE)
         except Exception as exc:  # a broken export must not stop the others from serving
             self._failed[(model, version)] = str(exc)

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tests.support.model_roots import graph_ops
+from tests.support.processes import wait_for
 from training.evaluate import ServingModel
 from training.export import PAD_TO_MAX_LENGTH, write_serving_model
-from training.layout import CUDNN
+from training.layout import CUDNN, ENCODE_SIGNATURE, IDS_SIGNATURE, SIGNATURE_NAME
 from training.lengths import fit_arguments, length_batches, trim_to_longest
 from training.models import TextEncoder, build_classifier
 from training.presets import preset
@@ -104,10 +105,35 @@ def test_cudnn_flavour_holds_cudnn_ops_and_default_holds_none(reuters46, tmp_pat
     write_serving_model(tmp_path / "cudnn", encoder, classifier, kernels=CUDNN)
     assert not any("Cudnn" in op for op in graph_ops(tmp_path / "default"))
     assert "CudnnRNNV3" in graph_ops(tmp_path / "cudnn")
+    assert _signatures(tmp_path / "cudnn") == {SIGNATURE_NAME}  # GPU only: nothing to compile on a CPU
     # the default graph traced after the cuDNN one is generic again, and still serves here
     write_serving_model(tmp_path / "after", encoder, classifier)
     assert not any("Cudnn" in op for op in graph_ops(tmp_path / "after"))
     assert ServingModel(tmp_path / "after").predict(["Wheat exports rose"]).shape == (1, 46)
+
+
+def _signatures(path) -> set[str]:
+    return set(tf.saved_model.load(str(path)).signatures)
+
+
+def test_generic_masked_exports_carry_their_halves_and_pre_padding_compiles_alike(reuters46, tmp_path):
+    from scoring.backends.xla import CompiledHalves
+
+    encoder, classifier = _trained(reuters46, "gru", padding="pre", truncating="pre", max_length=50)
+    write_serving_model(tmp_path / "longest", encoder, classifier)
+    write_serving_model(tmp_path / "fixed", encoder, classifier, pad_to=PAD_TO_MAX_LENGTH)
+    assert _signatures(tmp_path / "longest") == {SIGNATURE_NAME, ENCODE_SIGNATURE, IDS_SIGNATURE}
+    assert _signatures(tmp_path / "fixed") == {SIGNATURE_NAME}
+    loaded = tf.saved_model.load(str(tmp_path / "longest"))
+    halves = CompiledHalves.of(loaded, 8, {"padding": "pre", "max_length": 50}, "gru")
+    texts = tf.constant(["Wheat exports rose", "", "Crude oil prices rose sharply as OPEC cut output " * 20])
+    expected = ServingModel(tmp_path / "fixed").predict(texts.numpy().tolist())
+    try:
+        np.testing.assert_allclose(halves.run(texts), expected, rtol=0, atol=1e-5)  # not compiled yet
+        wait_for(lambda: len(halves.compiled_shapes()) == 8, timeout=120, what="the XLA compiles")
+        np.testing.assert_allclose(halves.run(texts), expected, rtol=0, atol=1e-5)  # padded at the front
+    finally:
+        halves.close()
 
 
 def test_cudnn_flavour_refuses_pre_padding(reuters46, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from scoring.cores import available_cores
 from tests.support.processes import CeleryWorker
+from worker.settings import WorkerSettings
 
 
 def _threads_per_pool_process(env: dict[str, str], log, concurrency: int) -> list[str]:
@@ -30,3 +31,12 @@ def test_each_pool_process_gets_its_share_of_the_cores(env, job_root):
 def test_zero_keeps_tensorflows_default(env, job_root):
     threads = _threads_per_pool_process(env | {"NEWSCLF_TF_INTRA_OP_THREADS": "0"}, job_root / "threads-0.log", 2)
     assert threads == ["default"] * 2
+
+
+def test_workers_do_not_compile_with_xla_by_default(monkeypatch):
+    """A job's one-text model check must not start XLA compiles in every pool process."""
+    from service.settings import GatewaySettings
+
+    monkeypatch.delenv("NEWSCLF_XLA_MAX_BATCH", raising=False)
+    assert WorkerSettings().xla_max_batch == 0
+    assert GatewaySettings().xla_max_batch == 32
