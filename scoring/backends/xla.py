@@ -2,7 +2,7 @@
 
 In a call of a few texts, a recurrent layer's time is mostly TensorFlow's fixed cost per loop
 step, not arithmetic; XLA compiles the whole loop into one kernel and cuts a gateway-sized call
-to about a third (docs/benchmarks.md).  String ops cannot be compiled, so masked recurrent
+to about a third (docs/gateway.md, "XLA for small calls").  String ops cannot be compiled, so masked recurrent
 exports carry their two halves as extra signatures (``training.layout.ENCODE_SIGNATURE``,
 ``IDS_SIGNATURE``): the ids come from the first as usual and only the second is compiled here.
 The SavedModel itself holds nothing XLA-specific, so TF Serving serves it unchanged.
@@ -98,7 +98,8 @@ class CompiledHalves:
         ids = self._encode(**{INPUT_KEY: tensor})[IDS_KEY]
         shape = padded_shape(rows, int(ids.shape[1]), self.max_length)
         if shape not in self._ready:
-            self.start()  # a process whose calls are all large (a batch worker) never compiles
+            if self._compiler is None:  # a process whose calls are all large (a batch worker) never compiles
+                self.start()
             return self._plain(ids).numpy()
         extra = shape[1] - int(ids.shape[1])
         ids = tf.pad(ids, [[0, shape[0] - rows], [extra, 0] if self.padding == "pre" else [0, extra]])
