@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from jobs.manager import JobManager
 from scoring.backends.base import Backend
@@ -20,22 +21,28 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    """Serves ``backend`` over gRPC and HTTP; ports of 0 pick free ones (``grpc_port``, ``http_port``)."""
+    """Serves ``backend`` over gRPC and HTTP; ports of 0 pick free ones (``grpc_port``, ``http_port``).
+
+    One of several gRPC processes (``service.processes``) shares its gRPC port and metrics
+    folder with the others; the extra ones serve no HTTP (``http=False``).
+    """
 
     def __init__(self, backend: Backend, settings: GatewaySettings, job_manager: JobManager | None = None,
-                 host: str | None = None, grpc_port: int | None = None, http_port: int | None = None):
+                 host: str | None = None, grpc_port: int | None = None, http_port: int | None = None,
+                 http: bool = True, share_grpc_port: bool = False, metrics_dir: Path | None = None):
         self.settings = settings
-        metrics = Metrics()
-        if job_manager is not None:
+        metrics = Metrics(shared=metrics_dir)
+        if job_manager is not None and http:
             metrics.watch_jobs(job_manager.store)
         self.core = ClassifierService(backend, settings, metrics)
         self.drain = Drain()
-        self.grpc = None
+        self.grpc = self.http = None
         try:
             self.grpc = build_grpc_server(self.core, settings, job_manager, host=host, port=grpc_port,
-                                          drain=self.drain)
-            self.http = HttpServer(create_app(self.core, settings, job_manager, drain=self.drain), settings,
-                                   host=host, port=http_port).start()
+                                          drain=self.drain, share_port=share_grpc_port)
+            if http:
+                self.http = HttpServer(create_app(self.core, settings, job_manager, drain=self.drain), settings,
+                                       host=host, port=http_port).start()
         except Exception:
             if self.grpc is not None:
                 self.grpc.stop(0)
@@ -66,8 +73,8 @@ class Gateway:
         if not self.drain.wait_idle(grace):
             log.warning("%d calls still in flight after the %.1fs grace period", self.drain.in_flight, grace)
         remaining = max(0.0, deadline - time.monotonic())
-        stoppers = [threading.Thread(target=self.grpc.stop, args=(remaining,)),
-                    threading.Thread(target=self.http.stop, args=(remaining,))]
+        stoppers = [threading.Thread(target=server.stop, args=(remaining,))
+                    for server in (self.grpc, self.http) if server is not None]
         for thread in stoppers:
             thread.start()
         for thread in stoppers:

@@ -20,6 +20,10 @@ class GatewaySettings(BackendSettings, Limits):
     grpc_port: int = 8600
     http_port: int = 8080
     grpc_workers: int = 64
+    # Processes serving gRPC on the one port (SO_REUSEPORT; the kernel spreads connections over
+    # them), each with its own copy of the models: one Python process is held to about one core
+    # by its interpreter lock (docs/gateway.md).  HTTP and /metrics stay in the first process.
+    grpc_processes: int = Field(default=1, ge=1, le=32)
     max_request_bytes: int = 16 * 1024 * 1024
     request_timeout_s: float = 30.0
     batch_max_size: int = 64
@@ -54,7 +58,7 @@ class GatewaySettings(BackendSettings, Limits):
 
     @model_validator(mode="after")
     def _threads_per_call(self) -> "GatewaySettings":
-        self.share_cores(self.batch_concurrency)
+        self.share_cores(self.batch_concurrency * self.grpc_processes)
         return self
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ The API services (Classifier, and Jobs when a job manager is given) are register
 from __future__ import annotations
 
 import logging
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,13 +71,35 @@ def server_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | No
     return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``OSError`` when something listens on ``host:port`` already.
+
+    A port shared with SO_REUSEPORT would otherwise be shared with any other process that set
+    it too, such as a second gateway started by mistake.
+    """
+    if port == 0:
+        return
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: TIME_WAIT holds nothing
+                probe.bind(address)
+    except OSError:
+        raise OSError(f"gRPC cannot listen on {host}:{port}: address in use or not available") from None
+
+
 def build_grpc_server(core: ClassifierService, settings: GatewaySettings, job_manager: JobManager | None = None,
-                      host: str | None = None, port: int | None = None, drain: Drain | None = None) -> GrpcServer:
-    """Create, bind and start the server; ``port=0`` picks a free port (see ``.port``)."""
+                      host: str | None = None, port: int | None = None, drain: Drain | None = None,
+                      share_port: bool = False) -> GrpcServer:
+    """Create, bind and start the server; ``port=0`` picks a free port (see ``.port``).
+
+    With ``share_port``, other processes of this gateway can bind the same port
+    (``service.processes``); without it the port must be free.
+    """
     options = [
         ("grpc.max_receive_message_length", settings.max_request_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(share_port)),
     ]
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc"),
                          interceptors=[ApiKeyInterceptor(ApiKeys(settings.api_keys))], options=options,

@@ -55,6 +55,42 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.wait()
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and the processes it started, and theirs (Linux ``/proc``)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with suppress(OSError):
+                todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def _tcp_rows(port: int, state: str) -> list[list[str]]:
+    """TCP sockets of this host whose local port is ``port``, in ``state`` ("0A" listening,
+    "01" established), from ``/proc/net/tcp`` and ``tcp6`` (grpc listens on IPv6 sockets)."""
+    rows = [line.split() for table in ("tcp", "tcp6") if Path(f"/proc/net/{table}").exists()
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]]
+    return [row for row in rows if row[1].endswith(f":{port:04X}") and row[3] == state]
+
+
+def listening_sockets(port: int) -> int:
+    """Sockets listening on TCP ``port``: one per process sharing it with SO_REUSEPORT."""
+    return len(_tcp_rows(port, "0A"))
+
+
+def connections_held(pid: int, port: int) -> int:
+    """Established connections to local TCP ``port`` whose socket process ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    return sum(1 for row in _tcp_rows(port, "01") if row[9] in inodes)
+
+
 def service_env(**settings: object) -> dict[str, str]:
     """This process's environment without any ``NEWSCLF_*`` variable, plus ``settings`` as
     ``NEWSCLF_<NAME>``: a child process sees exactly the settings it is given."""

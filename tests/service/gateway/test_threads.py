@@ -20,6 +20,13 @@ def test_each_concurrent_call_gets_its_share_of_the_cores(monkeypatch, concurren
     assert settings.tf_intra_op_threads == max(1, available_cores() // concurrency)
 
 
+@pytest.mark.parametrize("processes", [2, 3])
+def test_the_cores_are_shared_among_every_grpc_process_calls(monkeypatch, processes):
+    monkeypatch.delenv("NEWSCLF_TF_INTRA_OP_THREADS", raising=False)
+    settings = GatewaySettings(batch_concurrency=1, grpc_processes=processes)
+    assert settings.tf_intra_op_threads == max(1, available_cores() // processes)
+
+
 @pytest.mark.parametrize("value", ["0", "3"])
 def test_a_number_from_the_environment_is_kept(monkeypatch, value):
     monkeypatch.setenv("NEWSCLF_TF_INTRA_OP_THREADS", value)
