@@ -28,7 +28,9 @@ class GatewaySettings(BackendSettings, Limits):
     request_timeout_s: float = 30.0
     batch_max_size: int = 64
     batch_max_delay_ms: float = 2.0
-    batch_concurrency: int = 2
+    # Backend calls per model at the same time in each process; unset: 2 with one gRPC process,
+    # 1 with several (their calls already run side by side; bigger batches per call pay more).
+    batch_concurrency: int | None = Field(default=None, ge=1)
     # What one model call, and one of its time steps, cost beyond its texts, in token steps (one
     # text through one recurrent step): a merged batch is cut by length where that saves more
     # (docs/benchmarks.md, lengths); a call cost of 0 never cuts.
@@ -57,7 +59,9 @@ class GatewaySettings(BackendSettings, Limits):
         return sorted(set(bounds))
 
     @model_validator(mode="after")
-    def _threads_per_call(self) -> "GatewaySettings":
+    def _calls_and_threads(self) -> "GatewaySettings":
+        if self.batch_concurrency is None:
+            self.batch_concurrency = 2 if self.grpc_processes == 1 else 1
         self.share_cores(self.batch_concurrency * self.grpc_processes)
         return self
 

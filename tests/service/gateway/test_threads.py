@@ -20,6 +20,12 @@ def test_each_concurrent_call_gets_its_share_of_the_cores(monkeypatch, concurren
     assert settings.tf_intra_op_threads == max(1, available_cores() // concurrency)
 
 
+@pytest.mark.parametrize(("processes", "given", "calls"), [(1, None, 2), (2, None, 1), (4, None, 1), (2, 3, 3)])
+def test_calls_per_model_default_to_one_per_process_when_there_are_several(monkeypatch, processes, given, calls):
+    monkeypatch.delenv("NEWSCLF_BATCH_CONCURRENCY", raising=False)
+    assert GatewaySettings(grpc_processes=processes, batch_concurrency=given).batch_concurrency == calls
+
+
 @pytest.mark.parametrize("processes", [2, 3])
 def test_the_cores_are_shared_among_every_grpc_process_calls(monkeypatch, processes):
     monkeypatch.delenv("NEWSCLF_TF_INTRA_OP_THREADS", raising=False)
