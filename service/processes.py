@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
@@ -41,7 +41,6 @@ class _Child:
     started: float = 0.0
     pause: float = RESTART_PAUSE_S[0]
     restart_at: float | None = None
-    restarts: int = field(default=0)
 
 
 class GrpcProcesses:
@@ -54,11 +53,6 @@ class GrpcProcesses:
         self._children = [_Child(i) for i in range(1, count)]
         self._lock = threading.Lock()
         self._stopping = False
-
-    @property
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [c.process.pid for c in self._children if c.process is not None and c.process.poll() is None]
 
     def start(self) -> None:
         with self._lock:
@@ -90,7 +84,6 @@ class GrpcProcesses:
                     log.warning("gRPC process %d (pid %d) exited with %s after %.0fs; starting it again in %.0fs",
                                 child.index + 1, process.pid, process.returncode, ran, child.pause)
                 if child.restart_at is not None and now >= child.restart_at:
-                    child.restarts += 1
                     self._spawn(child)
 
     def signal_stop(self) -> None:
