@@ -16,10 +16,19 @@ from service.grpc_api.classifier import SERVICE_NAME
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+OVERALL = ("", SERVICE_NAME)
 
 
 def model_service_name(model: str) -> str:
     return f"{SERVICE_NAME}/{model}"
+
+
+def _order(change: tuple[str, int]) -> tuple[bool, bool]:
+    """Going down, the whole server before its models; going up, after them: a client that has
+    seen a model's status change never finds the server's status behind it."""
+    name, status = change
+    up = status == SERVING
+    return up, (name in OVERALL) == up
 
 
 class HealthReporter:
@@ -40,11 +49,11 @@ class HealthReporter:
         wanted = {name: False for name in self._status if name.startswith(f"{SERVICE_NAME}/")}
         wanted.update({"": overall, SERVICE_NAME: overall})
         wanted.update({model_service_name(name): ready for name, ready in models.items()})
-        for name, ready in wanted.items():
-            status = SERVING if ready else NOT_SERVING
-            if self._status.get(name) != status:  # Watch streams get one message per change
-                self.servicer.set(name, status)
-                self._status[name] = status
+        changed = [(name, SERVING if ready else NOT_SERVING) for name, ready in wanted.items()
+                   if self._status.get(name) != (SERVING if ready else NOT_SERVING)]  # one Watch message per change
+        for name, status in sorted(changed, key=_order):
+            self.servicer.set(name, status)
+            self._status[name] = status
 
     def stop(self) -> None:
         """Report NOT_SERVING everywhere (load balancers drain us) and stop polling."""

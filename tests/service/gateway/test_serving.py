@@ -142,6 +142,41 @@ def test_health_turns_serving_only_once_models_load(start_gateway, make_clients,
         backend.close()
 
 
+def test_health_turns_the_server_down_before_its_models_and_up_after_them(start_gateway, tiny_model_root,
+                                                                           tmp_path):
+    """A client that saw a model change status never finds the whole server's status lagging."""
+    import shutil
+
+    from scoring.backends.embedded import EmbeddedBackend
+    from scoring.settings import BackendSettings
+    from service.grpc_api.classifier import SERVICE_NAME
+
+    root = tmp_path / "models"
+    root.mkdir()
+    backend = EmbeddedBackend(BackendSettings(model_root=root), poll=False)
+    try:
+        reporter = start_gateway(backend=backend, model_poll_interval_s=3600).grpc.health
+        calls, set_status = [], reporter.servicer.set
+
+        def recording(name, status):
+            calls.append((name, status))
+            set_status(name, status)
+
+        reporter.servicer.set = recording
+        shutil.copytree(tiny_model_root / "rnn", root / "rnn")
+        backend.refresh()
+        reporter.poll()
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        assert calls == [(f"{SERVICE_NAME}/rnn", serving), ("", serving), (SERVICE_NAME, serving)]
+        calls.clear()
+        shutil.rmtree(root / "rnn")
+        backend.refresh()
+        reporter.poll()
+        assert calls == [("", not_serving), (SERVICE_NAME, not_serving), (f"{SERVICE_NAME}/rnn", not_serving)]
+    finally:
+        backend.close()
+
+
 def test_reflection_lists_and_describes_the_api(clients):
     database = ProtoReflectionDescriptorDatabase(clients.channel)
     services = set(database.get_services())
