@@ -261,13 +261,14 @@ def _settle(pids: list[int], idle_share: float = 0.05, timeout_s: float = 180.0)
 def _gateway(root: Path, new: str, old: str, texts: list[str], requests: int,
              rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Requests/s at concurrency 32 through the gateway (gRPC, from the lean load generator of
-    ``bench.gateway_bench``), one document per request, documents per model call, and CPU
-    milliseconds per request of the gateway process and of the clients: one gateway
+    ``bench.gateway_bench``, 32 connections), one document per request, documents per model call,
+    and CPU milliseconds per request of the gateway's processes and of the clients: one gateway
     as before (no length classes, no split, TensorFlow's default threads, no XLA), one with today's
-    defaults, one with today's batching and TensorFlow's default threads, one without XLA.  Each
+    defaults, one with today's batching and TensorFlow's default threads, one without XLA, and one
+    with ``PROCESSES`` gRPC processes (the "after" row).  Each
     mode first sends every text twice, each time followed by a wait for the gateways to go idle,
     so XLA has compiled the batch shapes the run needs.  With an
-    ``ngram`` model in ``root``, a last row serves it through today's gateway: a model whose call
+    ``ngram`` model in ``root``, a last row serves it through the "after" gateway: a model whose call
     costs next to nothing, so its row is what the gateway and the clients cost on their own."""
     from bench.gateway_bench import GatewayProcess, LeanGrpcClient, load
     from tests.support.processes import listening_sockets, wait_for
