@@ -141,8 +141,9 @@ def serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_readable(settings)
     check_exposure(settings)
+    several = settings.grpc_processes > 1
     metrics_dir = None
-    if settings.grpc_processes > 1:
+    if several:
         try:
             check_port_free(settings.host, settings.grpc_port)  # the port is shared with our own processes only
         except OSError as exc:
@@ -153,8 +154,7 @@ def serve(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     backend = create_backend(settings)
     try:
-        gateway = start_gateway(backend, settings, job_manager,
-                                share_grpc_port=metrics_dir is not None, metrics_dir=metrics_dir)
+        gateway = start_gateway(backend, settings, job_manager, share_grpc_port=several, metrics_dir=metrics_dir)
     except BaseException:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -162,7 +162,7 @@ def serve(args: argparse.Namespace) -> int:
     log.info("gateway up: gRPC %s:%d, HTTP %s:%d, %s backend", settings.host, gateway.grpc_port,
              settings.host, gateway.http_port, settings.backend_kind)
     others = None
-    if metrics_dir is not None:
+    if several:
         others = GrpcProcesses(settings.grpc_processes, gateway.grpc_port, metrics_dir, jobs=not args.no_jobs)
         others.start()
     while not stop.wait(1.0):

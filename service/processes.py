@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +50,10 @@ class GrpcProcesses:
         self.metrics_dir = metrics_dir
         self.jobs = jobs
         self._children = [_Child(i) for i in range(1, count)]
-        self._lock = threading.Lock()
-        self._stopping = False
 
     def start(self) -> None:
-        with self._lock:
-            for child in self._children:
-                self._spawn(child)
+        for child in self._children:
+            self._spawn(child)
 
     def _spawn(self, child: _Child) -> None:
         command = [sys.executable, "-m", "service", COMMAND, "--port", str(self.port),
@@ -69,30 +65,26 @@ class GrpcProcesses:
         log.info("gRPC process %d started (pid %d)", child.index + 1, child.process.pid)
 
     def watch(self) -> None:
-        """Start again each process that exited, once its pause is over; call it now and then."""
+        """Start again each process that exited, once its pause is over; the first process calls
+        it now and then, from the thread that later stops them."""
         now = time.monotonic()
-        with self._lock:
-            if self._stopping:
-                return
-            for child in self._children:
-                process = child.process
-                if child.restart_at is None and process is not None and process.poll() is not None:
-                    mark_process_dead(process.pid, str(self.metrics_dir))
-                    ran = now - child.started
-                    child.pause = RESTART_PAUSE_S[0] if ran >= STABLE_S else min(child.pause * 2, RESTART_PAUSE_S[1])
-                    child.restart_at = now + child.pause
-                    log.warning("gRPC process %d (pid %d) exited with %s after %.0fs; starting it again in %.0fs",
-                                child.index + 1, process.pid, process.returncode, ran, child.pause)
-                if child.restart_at is not None and now >= child.restart_at:
-                    self._spawn(child)
+        for child in self._children:
+            process = child.process
+            if child.restart_at is None and process is not None and process.poll() is not None:
+                mark_process_dead(process.pid, str(self.metrics_dir))
+                ran = now - child.started
+                child.pause = RESTART_PAUSE_S[0] if ran >= STABLE_S else min(child.pause * 2, RESTART_PAUSE_S[1])
+                child.restart_at = now + child.pause
+                log.warning("gRPC process %d (pid %d) exited with %s after %.0fs; starting it again in %.0fs",
+                            child.index + 1, process.pid, process.returncode, ran, child.pause)
+            if child.restart_at is not None and now >= child.restart_at:
+                self._spawn(child)
 
     def signal_stop(self) -> None:
         """Ask every process to drain and stop (SIGTERM); ``wait`` collects them."""
-        with self._lock:
-            self._stopping = True
-            for child in self._children:
-                if child.process is not None and child.process.poll() is None:
-                    child.process.send_signal(signal.SIGTERM)
+        for child in self._children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float) -> None:
         """Wait for the processes to exit; SIGKILL what is left after ``timeout`` seconds."""

@@ -49,8 +49,9 @@ class HealthReporter:
         wanted = {name: False for name in self._status if name.startswith(f"{SERVICE_NAME}/")}
         wanted.update({"": overall, SERVICE_NAME: overall})
         wanted.update({model_service_name(name): ready for name, ready in models.items()})
-        changed = [(name, SERVING if ready else NOT_SERVING) for name, ready in wanted.items()
-                   if self._status.get(name) != (SERVING if ready else NOT_SERVING)]  # one Watch message per change
+        statuses = {name: SERVING if ready else NOT_SERVING for name, ready in wanted.items()}
+        changed = [(name, status) for name, status in statuses.items()
+                   if self._status.get(name) != status]  # Watch streams get one message per change
         for name, status in sorted(changed, key=_order):
             self.servicer.set(name, status)
             self._status[name] = status
