@@ -37,6 +37,10 @@ class TrainSettings(BaseModel):
     lm_epochs: int = Field(0, ge=0, description="passes of language-model pre-training of the embedding and "
                                                  "recurrent layer on the training and unlabelled corpus text "
                                                  "(0: none)")
+    lm_unfreeze_epochs: int = Field(0, ge=0, description="with language-model pre-training, gradual unfreezing: "
+                                                         "epochs that train the layers above the recurrent one "
+                                                         "alone, then as many with the recurrent layer, before "
+                                                         "the embedding joins (0: every layer from the start)")
     embedding_dropout: float = Field(0.2, ge=0, lt=1, description="spatial dropout on embeddings")
     units: int = Field(64, ge=1, description="recurrent units (per direction for bilstm)")
     pooling: Literal["last", "max", "mean", "meanmax"] = Field(
@@ -50,6 +54,8 @@ class TrainSettings(BaseModel):
     ema_momentum: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the "
                                        "weights with this momentum per step; validation, early stopping and the "
                                        "export use the average")
+    init_seed: int | None = Field(None, ge=0, description="seed of the initial weights and batch order when they "
+                                  "should differ from the split's seed: another start on the same split")
     patience: int = Field(3, ge=0, description="epochs without val-loss improvement before stopping")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of training data held out")
     # chosen on validation, 3 seeds (docs/benchmarks.md, what was tried)

@@ -5,7 +5,9 @@ recurrent layer to carry context along a story.  Each variant's embedding and re
 are trained to predict the next token (for ``bilstm`` the forward LSTM the next token and the
 backward LSTM the previous one, as the two directions read the text) on the fit split and the
 stories without a usable topic -- never validation or test text.  The classifier then starts
-from these weights and is fine-tuned on the topics as usual.
+from these weights and is fine-tuned on the topics, either every layer at once or, with
+``lm_unfreeze_epochs``, unfrozen from the top down (ULMFiT's gradual unfreezing) so the untrained
+head does not wash out what pre-training taught before it has learnt anything itself.
 
 Only the most frequent ids are predicted (the rest share one class) and only the first
 ``LM_LENGTH`` tokens of each story (at most the classifier's ``max_length``) are read, which keeps
@@ -119,6 +121,23 @@ def pretrain_encoder(encoder: TextEncoder, texts: list[str], variant: str, setti
         arrays.update({f"{part}_n": np.array(len(ws)) for part, ws in weights.items()})
         save_array(cached, arrays)
     return weights
+
+
+def unfreezing_stages(variant: str, settings: TrainSettings) -> list[tuple[tuple[str, ...], int]]:
+    """Gradual unfreezing as ``(layers kept frozen, epoch the stage ends at)``, in order.
+
+    One stage with nothing frozen unless pre-training ran and ``lm_unfreeze_epochs`` is set;
+    stages past ``settings.epochs`` are cut, so a short run may end with layers still frozen.
+    """
+    k = settings.lm_unfreeze_epochs if settings.lm_epochs else 0
+    planned = [(("embedding", variant), k), (("embedding",), 2 * k)] if k else []
+    stages, started_at = [], 0
+    for frozen, end in [*planned, ((), settings.epochs)]:
+        end = min(end, settings.epochs)
+        if end > started_at:
+            stages.append((frozen, end))
+            started_at = end
+    return stages
 
 
 def load_into(classifier: keras.Model, variant: str, weights: dict[str, list[np.ndarray]]) -> None:

@@ -31,7 +31,7 @@ from training.layout import DEFAULT_SERVING_BASE, ENSEMBLE, GENERIC, NGRAM, Expo
 from training.lengths import fit_arguments
 from training.models import TextEncoder, build_classifier
 from training.presets import TrainSettings
-from training.pretrain import load_into, pretrain_encoder
+from training.pretrain import load_into, pretrain_encoder, unfreezing_stages
 
 HYBRID = "hybrid"
 
@@ -100,7 +100,8 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     TensorBoard logs under ``<log_dir>/<name>``; ``verbose`` is Keras' progress level;
     ``cache_dir`` keeps pre-trained weights between runs; ``kernels`` is the export's
     recurrent kernels (:func:`training.export.export_model`).
-    The same ``seed`` gives the same split, initial weights and batch order.
+    The same ``seed`` gives the same split, initial weights and batch order (``settings.init_seed``,
+    when set, takes over the last two).
     """
     name = name or variant
     keras.utils.set_random_seed(seed)
@@ -123,29 +124,40 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     if settings.lm_epochs:
         encoder_weights = pretrain_encoder(encoder, corpus_texts, variant, settings, seed, embeddings, cache_dir)
     pretrain_seconds = time.monotonic() - started
+    start_seed = seed if settings.init_seed is None else settings.init_seed
+    if settings.init_seed is not None:
+        keras.utils.set_random_seed(start_seed)
     classifier = build_classifier(variant, settings, n_labels, encoder.vocabulary_size(), embeddings)
     if encoder_weights is not None:
         load_into(classifier, variant, encoder_weights)
     steps = int(np.ceil(len(x_fit) / settings.batch_size))
-    classifier.compile(optimizer=_optimizer(settings, steps),
-                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
     timer = _EpochTimer()
     callbacks: list[keras.callbacks.Callback] = [
         timer,
         # the average goes into the model before each validation and stays there through
         # the epoch's end, so early stopping keeps and restores the average's best epoch
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if settings.ema_momentum else []),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
-                                      restore_best_weights=True),
     ]
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(log_dir) / name), write_graph=False))
-    fitted = classifier.fit(
-        **fit_arguments(settings, (x_fit, fit.y), (x_val, val.y), seed), epochs=settings.epochs,
-        verbose=verbose, callbacks=callbacks,
-        class_weight=class_weights(fit.y, n_labels, settings.class_weight))
-    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    data_arguments = fit_arguments(settings, (x_fit, fit.y), (x_val, val.y), start_seed)
+    history: dict[str, list[float]] = {}
+    started_at = 0
+    for frozen, end in unfreezing_stages(variant, settings):
+        for layer in classifier.layers:
+            layer.trainable = layer.name not in frozen
+        # each stage starts a fresh optimizer (and learning-rate schedule) on the layers it trains
+        classifier.compile(optimizer=_optimizer(settings, steps),
+                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        # early stopping watches the last stage only, the one that ends the schedule
+        stopping = [] if end < settings.epochs else [keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+        fitted = classifier.fit(**data_arguments, initial_epoch=started_at, epochs=end, verbose=verbose,
+                                callbacks=[*callbacks, *stopping],
+                                class_weight=class_weights(fit.y, n_labels, settings.class_weight))
+        for k, values in fitted.history.items():
+            history.setdefault(k, []).extend(float(v) for v in values)
+        started_at = end
 
     val_probs = classifier.predict(x_val, batch_size=256, verbose=0)
     temperature = fit_temperature(val_probs, val.y) if settings.calibrate else 1.0

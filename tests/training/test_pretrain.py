@@ -87,3 +87,32 @@ def test_training_pretrains_on_fit_and_unlabelled_text_only(tmp_path, reuters46)
     key = pretrain.cache_key(encoder.vectorizer.get_vocabulary(), [d.text for d in documents], "gru",
                              settings, 2, None)
     assert [p.name for p in cache.glob("lm-*.npz")] == [f"lm-{key}.npz"]
+
+
+@pytest.mark.parametrize(("epochs", "unfreeze", "lm", "expected"), [
+    (12, 1, 1, [(("embedding", "gru"), 1), (("embedding",), 2), ((), 12)]),
+    (12, 0, 1, [((), 12)]),
+    (12, 3, 0, [((), 12)]),  # nothing pre-trained: nothing to protect
+    (2, 1, 1, [(("embedding", "gru"), 1), (("embedding",), 2)]),
+    (1, 4, 1, [(("embedding", "gru"), 1)]),
+])
+def test_unfreezing_stages_from_the_top_down(epochs, unfreeze, lm, expected):
+    settings = preset("quick", **{**SMALL, "epochs": epochs, "lm_unfreeze_epochs": unfreeze, "lm_epochs": lm})
+    assert pretrain.unfreezing_stages("gru", settings) == expected
+
+
+@pytest.mark.parametrize("unfreeze", [1, 0])
+def test_frozen_layers_keep_their_pretrained_weights(tmp_path, reuters46, unfreeze):
+    """With one epoch and unfreezing on, only the head learns: the embedding and recurrent layer
+    leave training exactly as pre-training left them; without it, they move."""
+    settings = preset("quick", **{**SMALL, "lm_unfreeze_epochs": unfreeze})
+    pretrain._memo.clear()
+    result = train_variant(reuters46, "gru", settings, ModelRoot(tmp_path / "models"), seed=2,
+                           cache_dir=tmp_path / "cache")
+    fit, _ = reuters46.validation_split(settings.val_fraction, 2)
+    texts = [d.text for d in pretraining_documents(reuters46, fit.head(settings.train_limit), settings.train_limit)]
+    pretrained = pretrain.pretrain_encoder(result.encoder, texts, "gru", settings, 2, cache_dir=tmp_path / "cache")
+    trained = result.classifier.get_layer("gru").get_weights() + result.classifier.get_layer("embedding").get_weights()
+    same = [np.array_equal(a, b) for a, b in zip(trained, pretrained["recurrent"] + pretrained["embedding"])]
+    assert all(same) if unfreeze else not any(same)
+    assert len(result.history["loss"]) == 1

@@ -93,6 +93,21 @@ def test_same_seed_gives_the_same_model(tmp_path, reuters46):
     np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
 
 
+def test_init_seed_starts_again_on_the_same_split(tmp_path, reuters46):
+    """Another ``init_seed`` gives other weights from the same split (the same vocabulary, fitted on
+    the same fit texts); the same ``init_seed`` gives the same model again."""
+    texts = reuters46.test.texts()[:20]
+    runs = {}
+    for name, init in (("a", 7), ("again", 7), ("other", 8)):
+        result = train_variant(reuters46, "rnn", preset("quick", **TINY, init_seed=init), ModelRoot(tmp_path / name),
+                               seed=11)
+        runs[name] = (result.encoder.vectorizer.get_vocabulary(),
+                      ServingModel(tmp_path / name / "rnn" / "1").predict(texts))
+    assert runs["a"][0] == runs["other"][0]
+    np.testing.assert_allclose(runs["a"][1], runs["again"][1], atol=1e-5)
+    assert not np.allclose(runs["a"][1], runs["other"][1], atol=1e-3)
+
+
 @pytest.mark.parametrize("padding,truncating,expected", [
     ("post", "post", [[2, 3, 4, 5], [3, 0, 0, 0]]),
     ("pre", "pre", [[3, 4, 5, 6], [0, 0, 0, 3]]),
