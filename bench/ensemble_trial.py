@@ -8,13 +8,19 @@ validation).  Arms beside today's five members:
 - ``+nbsvm``: an NB-SVM over the same word 1-2-gram TF-IDF features (``bench.ngram_grid``), its
   softmax scores as a sixth member (the fitted weight acts as its temperature);
 - ``+extra``: another export of a recurrent variant (``--extra gru=runs/ema/ema/seed-{seed}``),
-  a second training run beside the first;
+  a second training run beside the first; with several ``--extra``, also all of them at once
+  (e.g. other starts of one variant on the same split, ``train --init-seed``);
 - ``prior``: today's pool with ``tau * log(prior)`` subtracted from its logits (the fit split's
   topic shares), tau chosen on validation macro-F1 over a grid: a trial for rare topics.
 
 Test figures are printed beside validation for the record, never used to choose::
 
     python -m bench.ensemble_trial --roots 'runs/all/seed-{seed}' --extra 'gru=runs/ema/ema/seed-{seed}'
+
+``--members`` narrows today's pool, e.g. to a hybrid (``--members gru,ngram``)::
+
+    python -m bench.ensemble_trial --roots 'runs/inits/seed-{seed}/base' --members gru,ngram \\
+        --extra 'gru=runs/inits/seed-{seed}/init-2' --extra 'gru=runs/inits/seed-{seed}/init-3'
 """
 
 from __future__ import annotations
@@ -79,8 +85,8 @@ def _pool(members: dict[str, list[np.ndarray]], y_val: np.ndarray) -> tuple[list
     return pooled, {n: round(float(w), 3) for n, w in zip(names, weights, strict=True)}
 
 
-def trial(corpus: Path, roots: str, seeds: list[int], extra: dict[str, str], val_fraction: float,
-          min_df: int) -> list[dict]:
+def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str]], val_fraction: float,
+          min_df: int, members: tuple[str, ...] = MEMBERS) -> list[dict]:
     from training.dataset import load
 
     data = load(corpus)
@@ -90,11 +96,14 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: dict[str, str], val
         texts = [val.texts(), data.test.texts()]
         ys = (val.y, data.test.y)
         root = Path(roots.format(seed=seed))
-        members = {m: _probs(root, m, texts) for m in MEMBERS}
-        arms = {"today": dict(members),
-                "+nbsvm": members | {"nbsvm": _nbsvm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)}}
-        for variant, template in extra.items():
-            arms[f"+{variant}"] = members | {f"{variant}-2": _probs(Path(template.format(seed=seed)), variant, texts)}
+        pool = {m: _probs(root, m, texts) for m in members}
+        arms = {"today": dict(pool),
+                "+nbsvm": pool | {"nbsvm": _nbsvm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)}}
+        runs = {f"{variant}-{i}": _probs(Path(template.format(seed=seed)), variant, texts)
+                for i, (variant, template) in enumerate(extra, start=2)}
+        arms.update({f"+{run}": pool | {run: probs} for run, probs in runs.items()})
+        if len(runs) > 1:
+            arms[f"+{len(runs)} runs"] = pool | runs
         for arm, pooled_members in arms.items():
             pooled, weights = _pool(pooled_members, val.y)
             rows.append({"seed": seed, "arm": arm, "weights": weights, **_both(pooled, ys)})
@@ -125,14 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--roots", required=True, help="model root per seed, with {seed}")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--extra", action="append", default=[], help="VARIANT=ROOT (with {seed}): a second run")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="VARIANT=ROOT (with {seed}): another run, each its own arm; several together are "
+                             "one more arm")
+    parser.add_argument("--members", default=",".join(MEMBERS), help="today's pool, comma-separated")
     parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ensemble-trial.json")
     args = parser.parse_args(argv)
-    extra = dict(item.split("=", 1) for item in args.extra)
+    extra = [tuple(item.split("=", 1)) for item in args.extra]
+    members = tuple(m for m in args.members.split(",") if m)
     rows = trial(args.corpus, args.roots, [int(s) for s in args.seeds.split(",")], extra, args.val_fraction,
-                 args.min_df)
+                 args.min_df, members)
     write_rows(args.out, rows)
     print(table(rows))
     return 0

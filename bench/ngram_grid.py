@@ -21,6 +21,15 @@ scores are still one linear map of the features (the ratio folds into the weight
 would export as today's::
 
     python -m bench.ngram_grid --min-df 3 --c 0.25,1,4 --scaling none,nb
+
+``word+title`` adds the title's own 1-2-grams (the text's first line, with a vocabulary and IDF
+of their own) beside the words of the whole text, so a headline's words can weigh more than the
+same words in the body.  ``--learner softmax`` replaces the SVM with one softmax layer on the same
+features trained by Adam (cross-entropy; the best of its passes over the fit split chosen on
+validation accuracy)::
+
+    python -m bench.ngram_grid --min-df 3 --c 1,2,4,8 --features word,word+title
+    python -m bench.ngram_grid --min-df 3 --c 4 --learner softmax
 """
 
 from __future__ import annotations
@@ -34,7 +43,12 @@ import numpy as np
 
 from bench.common import DEFAULT_CORPUS, REPO, mean_std, write_rows
 
-FEATURES = ("word", "char", "word+char")
+FEATURES = ("word", "char", "word+char", "word+title")
+LEARNERS = ("svm", "softmax")
+# The Adam-trained softmax: full passes over the fit split, the best pass chosen on validation.
+SOFTMAX_EPOCHS = 30
+SOFTMAX_BATCH = 64
+SOFTMAX_RATE = 1e-2
 SCALINGS = ("none", "nb")
 NB_SMOOTHING = 1.0
 CHAR_NGRAMS = (2, 5)
@@ -48,10 +62,16 @@ def _features(kind: str, texts: list[list[str]], min_df: int) -> tuple[list, int
     from training.ngrams import NGramClassifier, _sparse_rows, fit_vocabulary
 
     parts, terms = [], 0
-    if kind in ("word", "word+char"):
+    if kind in ("word", "word+char", "word+title"):
         vocabulary, idf = fit_vocabulary(texts[0], min_df)
         layer = NGramClassifier(vocabulary, idf, np.zeros((len(vocabulary), 1)), np.zeros(1))
         parts.append([_sparse_rows(layer.features, t)[:, 1:] for t in texts])
+        terms += len(vocabulary)
+    if kind == "word+title":
+        titles = [[t.split("\n", 1)[0] for t in split] for split in texts]
+        vocabulary, idf = fit_vocabulary(titles[0], min_df)
+        layer = NGramClassifier(vocabulary, idf, np.zeros((len(vocabulary), 1)), np.zeros(1))
+        parts.append([_sparse_rows(layer.features, t)[:, 1:] for t in titles])
         terms += len(vocabulary)
     if kind in ("char", "word+char"):
         chars = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, sublinear_tf=True, min_df=min_df)
@@ -80,10 +100,43 @@ def _nb_svm(x_fit, y_fit, c: float, seed: int, n_labels: int) -> tuple[np.ndarra
     return weights, biases
 
 
+def _softmax_regression(x_fit, y_fit, x_val, y_val, n_labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weights [terms, labels], biases) of a softmax layer trained by Adam, best pass on validation."""
+    import tensorflow as tf
+
+    tf.random.set_seed(seed)
+    order = np.random.default_rng(seed)
+    kernel = tf.Variable(tf.zeros((x_fit.shape[1], n_labels)))
+    bias = tf.Variable(tf.zeros(n_labels))
+    optimizer = tf.keras.optimizers.Adam(SOFTMAX_RATE)
+
+    def sparse(x):
+        x = x.tocoo()
+        return tf.sparse.reorder(tf.SparseTensor(np.c_[x.row, x.col].astype(np.int64), x.data.astype(np.float32),
+                                                 x.shape))
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = tf.sparse.sparse_dense_matmul(x, kernel) + bias
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        optimizer.apply_gradients(zip(tape.gradient(loss, [kernel, bias]), [kernel, bias]))
+
+    best = (-1.0, None, None)
+    for _ in range(SOFTMAX_EPOCHS):
+        shuffled = order.permutation(x_fit.shape[0])
+        for start in range(0, len(shuffled), SOFTMAX_BATCH):
+            rows = shuffled[start:start + SOFTMAX_BATCH]
+            step(sparse(x_fit[rows]), tf.constant(y_fit[rows], tf.int32))
+        accuracy = float(np.mean(np.asarray(x_val @ kernel.numpy() + bias.numpy()).argmax(axis=1) == y_val))
+        if accuracy > best[0]:
+            best = (accuracy, kernel.numpy(), bias.numpy())
+    return best[1], best[2]
+
+
 def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float,
          features: list[str] = ("word",), class_weights: list[str] = ("none",),
-         scalings: list[str] = ("none",)) -> list[dict]:
-    from sklearn.metrics import f1_score
+         scalings: list[str] = ("none",), learners: list[str] = ("svm",)) -> list[dict]:
     from sklearn.svm import LinearSVC
 
     from training.dataset import load
@@ -95,7 +148,13 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
         texts = [fit.texts(), val.texts(), data.test.texts()]
         for kind, min_df in ((k, m) for k in features for m in min_dfs):
             (x_fit, x_val, x_test), terms = _features(kind, texts, min_df)
-            for c, weight, scaling in ((c, w, s) for c in cs for w in class_weights for s in scalings):
+            if "softmax" in learners:
+                coef, bias = _softmax_regression(x_fit, fit.y, x_val, val.y, len(data.labels), seed)
+                predicted_val, predicted_test = ((x @ coef + bias).argmax(axis=1) for x in (x_val, x_test))
+                rows.append(_row(seed, kind, "softmax", "none", min_df, 0.0, "none", terms, (val.y, predicted_val),
+                                 (data.test.y, predicted_test)))
+            for c, weight, scaling in ((c, w, s) for c in cs for w in class_weights for s in scalings
+                                       if "svm" in learners):
                 if scaling == "nb":
                     if weight != "none":
                         continue
@@ -105,31 +164,39 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
                     svm = LinearSVC(C=c, random_state=seed, class_weight=None if weight == "none" else weight)
                     svm.fit(x_fit, fit.y)
                     predicted_val, predicted_test = svm.predict(x_val), svm.predict(x_test)
-                rows.append({"seed": seed, "features": kind, "scaling": scaling, "min_df": min_df, "c": c,
-                             "class_weight": weight,
-                             "terms": terms, "val_accuracy": float(np.mean(predicted_val == val.y)),
-                             "val_macro_f1": float(f1_score(val.y, predicted_val, average="macro")),
-                             "test_accuracy": float(np.mean(predicted_test == data.test.y)),
-                             "test_macro_f1": float(f1_score(data.test.y, predicted_test, average="macro"))})
-                print(json.dumps(rows[-1]), flush=True)
+                rows.append(_row(seed, kind, "svm", scaling, min_df, c, weight, terms, (val.y, predicted_val),
+                                 (data.test.y, predicted_test)))
     return rows
 
 
+def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, test) -> dict:
+    """One setting's figures (``val`` and ``test`` are (truth, predicted)), also printed as JSON."""
+    from sklearn.metrics import f1_score
+
+    row = {"seed": seed, "features": kind, "learner": learner, "scaling": scaling, "min_df": min_df, "c": c,
+           "class_weight": weight, "terms": terms}
+    for split, (y, predicted) in (("val", val), ("test", test)):
+        row[f"{split}_accuracy"] = float(np.mean(predicted == y))
+        row[f"{split}_macro_f1"] = float(f1_score(y, predicted, average="macro"))
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def _key(row: dict) -> tuple:
-    return (row.get("features", "word"), row.get("scaling", "none"), row["min_df"], row["c"],
-            row.get("class_weight", "none"))
+    return (row.get("features", "word"), row.get("learner", "svm"), row.get("scaling", "none"), row["min_df"],
+            row["c"], row.get("class_weight", "none"))
 
 
 def table(rows: list[dict]) -> str:
     columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
-    lines = ["| features | scaling | min_df | C | class weight | terms (mean) | val accuracy | val macro-F1 | "
-             "test accuracy | test macro-F1 |", "|---|---|---:|---:|---|---:|---|---|---|---|"]
+    lines = ["| features | learner | scaling | min_df | C | class weight | terms (mean) | val accuracy | "
+             "val macro-F1 | test accuracy | test macro-F1 |", "|---|---|---|---:|---:|---|---:|---|---|---|---|"]
     for key in sorted({_key(r) for r in rows}):
         mine = [r for r in rows if _key(r) == key]
-        kind, scaling, min_df, c, weight = key
+        kind, learner, scaling, min_df, c, weight = key
         figures = " | ".join(mean_std([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
         terms = np.mean([r["terms"] for r in mine])
-        lines.append(f"| {kind} | {scaling} | {min_df} | {c:g} | {weight} | {terms:,.0f} | {figures} |")
+        lines.append(f"| {kind} | {learner} | {scaling} | {min_df} | {c:g} | {weight} | {terms:,.0f} | {figures} |")
     return "\n".join(lines)
 
 
@@ -142,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", default="word", help=f"comma-separated, of {', '.join(FEATURES)}")
     parser.add_argument("--class-weight", default="none", help="comma-separated, of none, balanced")
     parser.add_argument("--scaling", default="none", help=f"comma-separated, of {', '.join(SCALINGS)}")
+    parser.add_argument("--learner", default="svm", help=f"comma-separated, of {', '.join(LEARNERS)}")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ngram-grid.json")
     args = parser.parse_args(argv)
@@ -154,8 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     scalings = [s for s in args.scaling.split(",") if s]
     if set(scalings) - set(SCALINGS):
         parser.error(f"unknown scalings {sorted(set(scalings) - set(SCALINGS))}; choose from {', '.join(SCALINGS)}")
+    learners = [x for x in args.learner.split(",") if x]
+    if set(learners) - set(LEARNERS):
+        parser.error(f"unknown learners {sorted(set(learners) - set(LEARNERS))}; choose from {', '.join(LEARNERS)}")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
-                [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings)
+                [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings, learners)
     write_rows(args.out, rows)
     print(table(rows))
     return 0
