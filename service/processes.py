@@ -38,7 +38,7 @@ class _Child:
     index: int
     process: subprocess.Popen | None = None
     started: float = 0.0
-    pause: float = RESTART_PAUSE_S[0]
+    pause: float = RESTART_PAUSE_S[0]  # before the next start, should this one exit within STABLE_S
     restart_at: float | None = None
 
 
@@ -73,10 +73,11 @@ class GrpcProcesses:
             if child.restart_at is None and process is not None and process.poll() is not None:
                 mark_process_dead(process.pid, str(self.metrics_dir))
                 ran = now - child.started
-                child.pause = RESTART_PAUSE_S[0] if ran >= STABLE_S else min(child.pause * 2, RESTART_PAUSE_S[1])
-                child.restart_at = now + child.pause
+                pause = RESTART_PAUSE_S[0] if ran >= STABLE_S else child.pause
+                child.pause = min(pause * 2, RESTART_PAUSE_S[1])  # for the next exit, if it comes soon
+                child.restart_at = now + pause
                 log.warning("gRPC process %d (pid %d) exited with %s after %.0fs; starting it again in %.0fs",
-                            child.index + 1, process.pid, process.returncode, ran, child.pause)
+                            child.index + 1, process.pid, process.returncode, ran, pause)
             if child.restart_at is not None and now >= child.restart_at:
                 self._spawn(child)
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.processes import STABLE_S, GrpcProcesses
 from service.protos import classifier_pb2 as pb
 from service.protos import classifier_pb2_grpc as pb_grpc
 from tests.support.processes import (HOST, REPO, connections_held, descendants, free_port, listening_sockets,
@@ -166,3 +168,18 @@ def test_a_port_shared_by_another_process_is_refused(tiny_model_root):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (f"python -m service serve: error: gRPC cannot listen on "
                                                       f"{HOST}:{port}: address in use or not available")
+
+
+def test_restart_pause_starts_at_one_second_and_doubles_while_exits_come_quickly(tmp_path):
+    """The pauses a quickly exiting process gets: 1, 2, 4, 8 s; after a long run, 1 s again."""
+    supervisor = GrpcProcesses(2, port=0, metrics_dir=tmp_path, jobs=False)
+    child = supervisor._children[0]
+    pauses = []
+    for ran in (0, 0, 0, 0, STABLE_S + 1):
+        child.process = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.process.wait()
+        child.started, child.restart_at = time.monotonic() - ran, None
+        before = time.monotonic()
+        supervisor.watch()  # schedules the start again; the pause is not over, so nothing starts yet
+        pauses.append(round(child.restart_at - before, 1))
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 1.0]
