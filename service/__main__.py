@@ -21,7 +21,6 @@ import shutil
 import signal
 import ssl
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -136,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
     from scoring.backends import create_backend
     from service.grpc_api.server import check_port_free
     from service.metrics import share_between_processes
-    from service.processes import GrpcProcesses
+    from service.processes import GrpcProcesses, metrics_folder
 
     settings = load_settings()
     check_readable(settings)
@@ -148,7 +147,7 @@ def serve(args: argparse.Namespace) -> int:
             check_port_free(settings.host, settings.grpc_port)  # the port is shared with our own processes only
         except OSError as exc:
             raise StartupError(str(exc), RUNTIME_ERROR) from None
-        metrics_dir = Path(tempfile.mkdtemp(prefix="newsclf-metrics-"))
+        metrics_dir = metrics_folder()
         share_between_processes(metrics_dir)
     job_manager = job_manager_or_none(not args.no_jobs)
     stop = stop_on_signals()

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,31 @@ log = logging.getLogger(__name__)
 COMMAND = "grpc-process"
 RESTART_PAUSE_S = (1.0, 60.0)  # first and longest pause before starting an exited process again
 STABLE_S = 30.0  # a process that ran this long before exiting is restarted after the first pause
+METRICS_PREFIX = "newsclf-metrics-"
+
+
+def metrics_folder(base: Path | None = None) -> Path:
+    """A new folder for the processes' metrics files, named after this process.
+
+    A gateway killed with SIGKILL cannot remove its folder, so folders whose process is gone (or
+    that carry this process's own pid, left by an earlier life of a container) are removed first.
+    """
+    base = Path(base or tempfile.gettempdir())
+    for old in base.glob(f"{METRICS_PREFIX}*-*"):
+        pid = old.name[len(METRICS_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @dataclass

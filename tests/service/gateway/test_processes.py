@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.processes import STABLE_S, GrpcProcesses
+from service.processes import METRICS_PREFIX, STABLE_S, GrpcProcesses, metrics_folder
 from service.protos import classifier_pb2 as pb
 from service.protos import classifier_pb2_grpc as pb_grpc
 from tests.support.processes import (HOST, REPO, connections_held, descendants, free_port, listening_sockets,
@@ -183,3 +183,21 @@ def test_restart_pause_starts_at_one_second_and_doubles_while_exits_come_quickly
         supervisor.watch()  # schedules the start again; the pause is not over, so nothing starts yet
         pauses.append(round(child.restart_at - before, 1))
     assert pauses == [1.0, 2.0, 4.0, 8.0, 1.0]
+
+
+def test_metrics_folders_of_killed_gateways_are_removed(tmp_path):
+    """A folder whose gateway is gone goes; one whose gateway still runs stays."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stale, live = (tmp_path / f"{METRICS_PREFIX}{p.pid}-x1" for p in (dead, alive))
+        for folder in (stale, live):
+            folder.mkdir()
+            (folder / "counter_1.db").write_bytes(b"\0" * 64)
+        mine = metrics_folder(tmp_path)
+        assert not stale.exists() and live.exists()
+        assert mine.is_dir() and mine.name.startswith(f"{METRICS_PREFIX}{os.getpid()}-")
+    finally:
+        alive.kill()
+        alive.wait()
