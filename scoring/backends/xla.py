@@ -27,13 +27,11 @@ log = logging.getLogger(__name__)
 LENGTH_STEP = 32
 
 
-def padded_shape(rows: int, columns: int, max_length: int | None) -> tuple[int, int]:
+def padded_shape(rows: int, columns: int, max_length: int) -> tuple[int, int]:
     """The compiled shape a ``rows`` x ``columns`` batch of ids is padded to."""
     rows_to = 1 << max(0, rows - 1).bit_length()
     columns_to = max(LENGTH_STEP, -(-columns // LENGTH_STEP) * LENGTH_STEP)
-    if max_length:
-        columns_to = max(columns, min(columns_to, max_length))
-    return rows_to, columns_to
+    return rows_to, max(columns, min(columns_to, max_length))
 
 
 def all_shapes(max_batch: int, max_length: int) -> list[tuple[int, int]]:
@@ -62,7 +60,7 @@ class CompiledHalves:
         classify_ids = loaded.signatures[IDS_SIGNATURE]
         self._plain = lambda ids: classify_ids(**{IDS_KEY: ids})[OUTPUT_KEY]
         # one trace for every shape; XLA keeps one compiled kernel per concrete shape
-        self._compiled = tf.function(self._plain, jit_compile=True,
+        self._xla_function = tf.function(self._plain, jit_compile=True,
                                      input_signature=[tf.TensorSpec([None, None], tf.int32)])
         self.max_batch = max_batch
         self.padding = padding
@@ -103,7 +101,7 @@ class CompiledHalves:
             return self._plain(ids).numpy()
         extra = shape[1] - int(ids.shape[1])
         ids = tf.pad(ids, [[0, shape[0] - rows], [extra, 0] if self.padding == "pre" else [0, extra]])
-        return self._compiled(ids).numpy()[:rows]
+        return self._xla_function(ids).numpy()[:rows]
 
     def compiled_shapes(self) -> set[tuple[int, int]]:
         return set(self._ready)
@@ -118,7 +116,7 @@ class CompiledHalves:
             if self._stop.is_set():
                 return
             try:
-                self._compiled(tf.zeros(shape, tf.int32))  # fully masked rows: only the shape matters
+                self._xla_function(tf.zeros(shape, tf.int32))  # fully masked rows: only the shape matters
             except Exception as exc:  # an op XLA cannot compile: this model keeps the plain graph
                 log.warning("model %s: XLA cannot compile its graph, serving it uncompiled: %s", self.name,
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

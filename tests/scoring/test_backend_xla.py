@@ -21,7 +21,6 @@ def test_padded_shapes_are_few_and_never_cut():
     assert padded_shape(32, 64, 300) == (32, 64)
     assert padded_shape(3, 290, 300) == (4, 300)  # capped at max_length, not 320
     assert padded_shape(2, 40, 40) == (2, 40)
-    assert padded_shape(2, 40, None) == (2, 64)
     shapes = all_shapes(32, 300)
     assert len(shapes) == 6 * 10 and shapes[0] == (1, 32)  # rows in powers of two, columns 32..288 and 300
     assert all_shapes(32, 40) == [(rows, columns) for rows in (1, 2, 4, 8, 16, 32) for columns in (32, 40)]
