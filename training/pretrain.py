@@ -12,9 +12,9 @@ head does not wash out what pre-training taught before it has learnt anything it
 Only the most frequent ids are predicted (the rest share one class) and only the first
 ``LM_LENGTH`` tokens of each story (at most the classifier's ``max_length``) are read, which keeps
 an epoch within minutes on a CPU.  Results are kept in ``cache_dir`` (``lm-<key>.npz``, keyed by
-vocabulary, texts, variant, settings and seed) and reproducible from the seed.  In both trials so
-far (the quick preset, and gru with the default preset over 3 seeds) it lowered validation
-accuracy (docs/benchmarks.md), so no preset turns it on.
+vocabulary, texts, variant, settings and seed) and reproducible from the seed.  In every trial so
+far (the quick preset, and gru with the default preset over 3 seeds, with and without gradual
+unfreezing) it lowered validation accuracy (docs/benchmarks.md), so no preset turns it on.
 """
 
 from __future__ import annotations
