@@ -7,15 +7,27 @@ validation).  Arms beside today's five members:
 
 - ``+nbsvm``: an NB-SVM over the same word 1-2-gram TF-IDF features (``bench.ngram_grid``), its
   softmax scores as a sixth member (the fitted weight acts as its temperature);
+- ``+char``: a LinearSVC over character 2-5-grams (``bench.ngram_grid``'s ``char`` features) as
+  a member of its own, where side by side with the words in one SVM they gained nothing: a
+  member that reads the text another way may err elsewhere;
 - ``+extra``: another export of a recurrent variant (``--extra gru=runs/ema/ema/seed-{seed}``),
   a second training run beside the first; with several ``--extra``, also all of them at once
   (e.g. other starts of one variant on the same split, ``train --init-seed``);
+- ``refit`` (with ``--refit ROOT``): today's pool and weights, each member's test probabilities
+  taken from its export in ROOT instead, trained with ``train --refit`` (again on the fit and
+  validation splits together, for the epochs and with the temperature validation chose).
+  Validation can no longer judge it (the members have seen it), so it has test figures only;
+  the evidence for it on validation is the learning curve of ``bench.ngram_grid --fit-shares``;
 - ``prior``: today's pool with ``tau * log(prior)`` subtracted from its logits (the fit split's
   topic shares), tau chosen on validation macro-F1 over a grid: a trial for rare topics.
 
-Test figures are printed beside validation for the record, never used to choose::
+Pool weights are fitted on validation, so an arm's validation figures are in-sample; each arm
+also gets out-of-fold ones (``val oof``: each half of validation pooled with weights fitted on
+the other half), which compare arms fairly.  Test figures are printed beside validation for the
+record, never used to choose::
 
     python -m bench.ensemble_trial --roots 'runs/all/seed-{seed}' --extra 'gru=runs/ema/ema/seed-{seed}'
+    python -m bench.ensemble_trial --roots 'runs/all/seed-{seed}' --refit 'runs/refit/seed-{seed}'
 
 ``--members`` narrows today's pool, e.g. to a hybrid (``--members gru,ngram``)::
 
@@ -36,6 +48,7 @@ from bench.common import DEFAULT_CORPUS, REPO, mean_std, write_rows
 
 MEMBERS = ("rnn", "lstm", "gru", "bilstm", "ngram")
 NBSVM_C = 1.0
+CHAR_C = 1.0  # the best C of the character features alone on validation (docs/benchmarks.md)
 TAUS = np.round(np.arange(0.0, 1.01, 0.1), 2)
 
 
@@ -62,6 +75,23 @@ def _nbsvm(fit, texts: list[list[str]], seed: int, n_labels: int, min_df: int) -
     return [_softmax(np.asarray(x @ coef + bias)) for x in rest]
 
 
+def _char_svm(fit, texts: list[list[str]], seed: int, n_labels: int, min_df: int) -> list[np.ndarray]:
+    from sklearn.svm import LinearSVC
+
+    from bench.ngram_grid import _features
+
+    (x_fit, *rest), _ = _features("char", texts, min_df)
+    svm = LinearSVC(C=CHAR_C, random_state=seed).fit(x_fit, fit.y)
+    return [_softmax(_all_labels(svm, x, n_labels)) for x in rest]
+
+
+def _all_labels(svm, x, n_labels: int) -> np.ndarray:
+    """The SVM's scores as ``[n, n_labels]``: a topic absent from the fit split scores far below."""
+    scores = np.full((x.shape[0], n_labels), -1e3)
+    scores[:, svm.classes_] = svm.decision_function(x)
+    return scores
+
+
 def _figures(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
@@ -75,18 +105,41 @@ def _both(probs: list[np.ndarray], ys: tuple[np.ndarray, np.ndarray]) -> dict[st
             for k, v in _figures(p, y).items()}
 
 
-def _pool(members: dict[str, list[np.ndarray]], y_val: np.ndarray) -> tuple[list[np.ndarray], dict]:
+def _pool(members: dict[str, list[np.ndarray]], y_val: np.ndarray,
+          test: dict[str, np.ndarray] | None = None) -> tuple[list[np.ndarray], dict]:
+    """Validation and test probabilities of the pool fitted on validation, and its weights.
+
+    ``test`` replaces members' test probabilities after the fit (a member refitted later).
+    """
     from training.calibration import apply_temperature
     from training.ensemble import PRODUCT, choose_weights, pool
 
     names = list(members)
     weights, temperature = choose_weights([members[n][0] for n in names], y_val)
-    pooled = [apply_temperature(pool([members[n][i] for n in names], weights, PRODUCT), temperature) for i in (0, 1)]
+    splits = ([members[n][0] for n in names], [(test or {}).get(n, members[n][1]) for n in names])
+    pooled = [apply_temperature(pool(split, weights, PRODUCT), temperature) for split in splits]
     return pooled, {n: round(float(w), 3) for n, w in zip(names, weights, strict=True)}
 
 
+def _out_of_fold(members: dict[str, list[np.ndarray]], y_val: np.ndarray, seed: int) -> np.ndarray:
+    """Validation probabilities of the pool with each half's weights fitted on the other half.
+
+    The weights are fitted on validation, so the pool's validation figures are in-sample: a
+    member added can only help the fit.  Out of fold they are not, and arms compare fairly.
+    """
+    from training.ensemble import PRODUCT, choose_weights, pool
+
+    halves = np.random.RandomState(seed).permutation(len(y_val)) % 2
+    probs = np.zeros_like(next(iter(members.values()))[0])
+    for half in (0, 1):
+        fit_rows, held = halves != half, halves == half
+        weights, temperature = choose_weights([p[0][fit_rows] for p in members.values()], y_val[fit_rows])
+        probs[held] = pool([p[0][held] for p in members.values()], weights / temperature, PRODUCT)
+    return probs
+
+
 def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str]], val_fraction: float,
-          min_df: int, members: tuple[str, ...] = MEMBERS) -> list[dict]:
+          min_df: int, members: tuple[str, ...] = MEMBERS, refit: str | None = None) -> list[dict]:
     from training.dataset import load
 
     data = load(corpus)
@@ -98,7 +151,8 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str
         root = Path(roots.format(seed=seed))
         pool = {m: _probs(root, m, texts) for m in members}
         arms = {"today": dict(pool),
-                "+nbsvm": pool | {"nbsvm": _nbsvm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)}}
+                "+nbsvm": pool | {"nbsvm": _nbsvm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)},
+                "+char": pool | {"char": _char_svm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)}}
         runs = {f"{variant}-{i}": _probs(Path(template.format(seed=seed)), variant, texts)
                 for i, (variant, template) in enumerate(extra, start=2)}
         arms.update({f"+{run}": pool | {run: probs} for run, probs in runs.items()})
@@ -106,8 +160,16 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str
             arms[f"+{len(runs)} runs"] = pool | runs
         for arm, pooled_members in arms.items():
             pooled, weights = _pool(pooled_members, val.y)
-            rows.append({"seed": seed, "arm": arm, "weights": weights, **_both(pooled, ys)})
+            out_of_fold = _figures(_out_of_fold(pooled_members, val.y, seed), val.y)
+            rows.append({"seed": seed, "arm": arm, "weights": weights, **_both(pooled, ys),
+                         **{f"val_oof_{k}": v for k, v in out_of_fold.items()}})
             print(json.dumps(rows[-1]), flush=True)
+            if arm == "today" and refit:
+                refitted = {m: _probs(Path(refit.format(seed=seed)), m, [texts[1]])[0] for m in members}
+                pooled_refit, _ = _pool(pooled_members, val.y, refitted)
+                rows.append({"seed": seed, "arm": "refit", "weights": weights,
+                             **{f"test_{k}": v for k, v in _figures(pooled_refit[1], data.test.y).items()}})
+                print(json.dumps(rows[-1]), flush=True)
             if arm == "today":
                 prior = np.bincount(fit.y, minlength=len(data.labels)) / len(fit.y)
                 shift = np.log(np.maximum(prior, 1e-12))
@@ -119,12 +181,13 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str
 
 
 def table(rows: list[dict]) -> str:
-    columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
+    columns = ("val_accuracy", "val_macro_f1", "val_oof_accuracy", "val_oof_macro_f1", "test_accuracy",
+               "test_macro_f1")
     lines = ["| arm | seeds | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
              "|---|---:|" + "---|" * len(columns)]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         mine = [r for r in rows if r["arm"] == arm]
-        cells = [mean_std([r[c] for r in mine]) for c in columns]
+        cells = [mean_std([r[c] for r in mine if c in r]) for c in columns]
         lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -138,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="VARIANT=ROOT (with {seed}): another run, each its own arm; several together are "
                              "one more arm")
     parser.add_argument("--members", default=",".join(MEMBERS), help="today's pool, comma-separated")
+    parser.add_argument("--refit", help="ROOT (with {seed}) of the same members trained with train --refit")
     parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ensemble-trial.json")
@@ -145,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [tuple(item.split("=", 1)) for item in args.extra]
     members = tuple(m for m in args.members.split(",") if m)
     rows = trial(args.corpus, args.roots, [int(s) for s in args.seeds.split(",")], extra, args.val_fraction,
-                 args.min_df, members)
+                 args.min_df, members, args.refit)
     write_rows(args.out, rows)
     print(table(rows))
     return 0

@@ -30,6 +30,12 @@ validation accuracy)::
 
     python -m bench.ngram_grid --min-df 3 --c 1,2,4,8 --features word,word+title
     python -m bench.ngram_grid --min-df 3 --c 4 --learner softmax
+
+``--fit-shares`` fits on the first part of the (shuffled) fit split only, vocabulary included: a
+learning curve on validation, telling what more training text would be worth (e.g. refitting on
+the validation split too, which validation itself cannot judge)::
+
+    python -m bench.ngram_grid --min-df 3 --c 4 --fit-shares 0.5,0.7,0.8,0.9,1
 """
 
 from __future__ import annotations
@@ -136,15 +142,17 @@ def _softmax_regression(x_fit, y_fit, x_val, y_val, n_labels: int, seed: int) ->
 
 def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float,
          features: list[str] = ("word",), class_weights: list[str] = ("none",),
-         scalings: list[str] = ("none",), learners: list[str] = ("svm",)) -> list[dict]:
+         scalings: list[str] = ("none",), learners: list[str] = ("svm",),
+         fit_shares: list[float] = (1.0,)) -> list[dict]:
     from sklearn.svm import LinearSVC
 
     from training.dataset import load
 
     data = load(corpus)
     rows = []
-    for seed in seeds:
+    for seed, share in ((s, f) for s in seeds for f in fit_shares):
         fit, val = data.validation_split(val_fraction, seed)
+        fit = fit.head(max(1, round(share * len(fit))))
         texts = [fit.texts(), val.texts(), data.test.texts()]
         for kind, min_df in ((k, m) for k in features for m in min_dfs):
             (x_fit, x_val, x_test), terms = _features(kind, texts, min_df)
@@ -152,7 +160,7 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
                 coef, bias = _softmax_regression(x_fit, fit.y, x_val, val.y, len(data.labels), seed)
                 predicted_val, predicted_test = ((x @ coef + bias).argmax(axis=1) for x in (x_val, x_test))
                 rows.append(_row(seed, kind, "softmax", "none", min_df, 0.0, "none", terms, (val.y, predicted_val),
-                                 (data.test.y, predicted_test)))
+                                 (data.test.y, predicted_test), share))
             for c, weight, scaling in ((c, w, s) for c in cs for w in class_weights for s in scalings
                                        if "svm" in learners):
                 if scaling == "nb":
@@ -165,16 +173,16 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
                     svm.fit(x_fit, fit.y)
                     predicted_val, predicted_test = svm.predict(x_val), svm.predict(x_test)
                 rows.append(_row(seed, kind, "svm", scaling, min_df, c, weight, terms, (val.y, predicted_val),
-                                 (data.test.y, predicted_test)))
+                                 (data.test.y, predicted_test), share))
     return rows
 
 
-def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, test) -> dict:
+def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, test, share) -> dict:
     """One setting's figures (``val`` and ``test`` are (truth, predicted)), also printed as JSON."""
     from sklearn.metrics import f1_score
 
     row = {"seed": seed, "features": kind, "learner": learner, "scaling": scaling, "min_df": min_df, "c": c,
-           "class_weight": weight, "terms": terms}
+           "class_weight": weight, "fit_share": share, "terms": terms}
     for split, (y, predicted) in (("val", val), ("test", test)):
         row[f"{split}_accuracy"] = float(np.mean(predicted == y))
         row[f"{split}_macro_f1"] = float(f1_score(y, predicted, average="macro"))
@@ -184,19 +192,20 @@ def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, test) -> d
 
 def _key(row: dict) -> tuple:
     return (row.get("features", "word"), row.get("learner", "svm"), row.get("scaling", "none"), row["min_df"],
-            row["c"], row.get("class_weight", "none"))
+            row["c"], row.get("class_weight", "none"), row.get("fit_share", 1.0))
 
 
 def table(rows: list[dict]) -> str:
     columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
-    lines = ["| features | learner | scaling | min_df | C | class weight | terms (mean) | val accuracy | "
-             "val macro-F1 | test accuracy | test macro-F1 |", "|---|---|---|---:|---:|---|---:|---|---|---|---|"]
+    lines = ["| features | learner | scaling | min_df | C | class weight | fit share | terms (mean) | val accuracy | "
+             "val macro-F1 | test accuracy | test macro-F1 |", "|---|---|---|---:|---:|---|---:|---:|---|---|---|---|"]
     for key in sorted({_key(r) for r in rows}):
         mine = [r for r in rows if _key(r) == key]
-        kind, learner, scaling, min_df, c, weight = key
+        kind, learner, scaling, min_df, c, weight, share = key
         figures = " | ".join(mean_std([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
         terms = np.mean([r["terms"] for r in mine])
-        lines.append(f"| {kind} | {learner} | {scaling} | {min_df} | {c:g} | {weight} | {terms:,.0f} | {figures} |")
+        lines.append(f"| {kind} | {learner} | {scaling} | {min_df} | {c:g} | {weight} | {share:g} | {terms:,.0f} | "
+                     f"{figures} |")
     return "\n".join(lines)
 
 
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class-weight", default="none", help="comma-separated, of none, balanced")
     parser.add_argument("--scaling", default="none", help=f"comma-separated, of {', '.join(SCALINGS)}")
     parser.add_argument("--learner", default="svm", help=f"comma-separated, of {', '.join(LEARNERS)}")
+    parser.add_argument("--fit-shares", default="1", help="comma-separated shares of the fit split to fit on, "
+                                                         "each in (0, 1]")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ngram-grid.json")
     args = parser.parse_args(argv)
@@ -225,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     learners = [x for x in args.learner.split(",") if x]
     if set(learners) - set(LEARNERS):
         parser.error(f"unknown learners {sorted(set(learners) - set(LEARNERS))}; choose from {', '.join(LEARNERS)}")
+    shares = [float(f) for f in args.fit_shares.split(",") if f]
+    if not shares or any(not 0 < f <= 1 for f in shares):
+        parser.error("--fit-shares: each share must be in (0, 1]")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
-                [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings, learners)
+                [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings, learners,
+                shares)
     write_rows(args.out, rows)
     print(table(rows))
     return 0

@@ -167,6 +167,9 @@ def cmd_train(args) -> int:
     variants = list(TRAINABLE) if args.variant == "all" else [args.variant]
     if args.name and len(variants) > 1:
         raise UsageError("--name needs a single --variant")
+    if args.refit and args.variant == "all" and not args.no_ensemble:
+        raise UsageError("--refit exports models that have seen the validation split, where hybrid and ensemble "
+                         "weights are chosen; add --no-ensemble")
     from training.presets import preset
     settings = {variant: preset(args.preset, variant, **_overrides(args)) for variant in variants}
     root = ModelRoot(args.model_root)

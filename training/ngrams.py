@@ -68,6 +68,10 @@ class NGramClassifier(keras.layers.Layer):
         self.bias.assign(bias.astype(np.float32))
         self.temperature = float(temperature)
 
+    def build(self, input_shape):
+        """Every weight is made and set in ``__init__``; only the vectorizer is left to build."""
+        self.vectorizer.build(input_shape)
+
     def features(self, text: tf.Tensor) -> tf.SparseTensor:
         """L2-normalised sublinear TF-IDF, sparse ``[batch, n_terms]``."""
         counts = self.vectorizer(tf.reshape(text, [-1]))
@@ -140,7 +144,9 @@ def fit_ngram_classifier(texts: list[str], y: np.ndarray, n_labels: int, *, min_
     else:
         weights[:, classes] = svm.coef_.T
         bias[classes] = svm.intercept_
-    return NGramClassifier(vocabulary, idf, weights, bias)
+    classifier = NGramClassifier(vocabulary, idf, weights, bias)
+    classifier.build((None,))  # its weights are all set: ready to export without a first call
+    return classifier
 
 
 def write_ngram_model(path, classifier: NGramClassifier) -> None:
@@ -161,6 +167,9 @@ def train_ngram(data: Reuters46, settings: TrainSettings, root: ModelRoot, *, na
                 serving_base: str = DEFAULT_SERVING_BASE) -> ExportMetadata:
     """Fit the n-gram model on the fit split, calibrate it on validation and export it.
 
+    With ``settings.refit`` it is then fitted again on the fit and validation splits together,
+    keeping the temperature.
+
     The same ``seed`` gives the same validation split as :func:`training.train.train_variant`,
     so the two can be combined on validation data neither was fitted on.
     """
@@ -175,6 +184,11 @@ def train_ngram(data: Reuters46, settings: TrainSettings, root: ModelRoot, *, na
     val_probs = classifier(tf.constant(val_texts)).numpy()
     if settings.calibrate:
         classifier.temperature = fit_temperature(val_probs, val.y, bounds=_TEMPERATURE_BOUNDS)
+    if settings.refit:  # the settings and temperature stay; the vocabulary and SVM see validation too
+        temperature = classifier.temperature
+        classifier = fit_ngram_classifier(fit_texts + val_texts, np.r_[fit.y, val.y], len(data.labels),
+                                          min_df=settings.ngram_min_df, c=settings.ngram_c, seed=seed)
+        classifier.temperature = temperature
     metadata = ExportMetadata(
         model=name, version=0, variant=NGRAM, preset=preset,
         settings={**settings.model_dump(), "seed": seed}, labels=list(data.labels),

@@ -77,7 +77,7 @@ def class_weights(y: np.ndarray, n_labels: int, mode: str) -> dict[int, float] |
 
 def pretraining_documents(data: Reuters46, fit: Split, limit: int | None = None) -> tuple[Document, ...]:
     """What pre-training may read: the fit split and the unlabelled stories (the first ``limit``),
-    never validation or test."""
+    never test, nor validation unless ``fit`` holds it (a refit)."""
     return fit.documents + data.unlabelled[:limit]
 
 
@@ -101,18 +101,68 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     ``cache_dir`` keeps pre-trained weights between runs; ``kernels`` is the export's
     recurrent kernels (:func:`training.export.export_model`).
     The same ``seed`` gives the same split, initial weights and batch order (``settings.init_seed``,
-    when set, takes over the last two).
+    when set, takes over the last two).  With ``settings.refit`` the model chosen on validation
+    is trained again on the fit and validation splits together, for the epochs validation chose
+    and with its temperature, and that second model is exported.
     """
     name = name or variant
-    keras.utils.set_random_seed(seed)
     fit, val = data.validation_split(settings.val_fraction, seed)
     fit = fit.head(settings.train_limit)
     test = data.test.head(settings.test_limit)
-    fit_texts, val_texts = fit.texts(settings.text), val.texts(settings.text)
+    run = _fit_classifier(data, variant, settings, fit, val, seed, log_dir and Path(log_dir) / name, verbose,
+                          cache_dir)
+    val_texts = val.texts(settings.text)
+    val_probs = run.classifier.predict(run.encoder.encode(val_texts), batch_size=256, verbose=0)
+    temperature = fit_temperature(val_probs, val.y) if settings.calibrate else 1.0
+    extra = {
+        "epochs_run": float(len(run.epoch_seconds)),
+        "seconds_per_epoch": float(np.mean(run.epoch_seconds)) if run.epoch_seconds else 0.0,
+        # the first epoch also traces the training step; the later ones are the steady cost
+        "steady_seconds_per_epoch": float(np.mean(run.epoch_seconds[1:] or run.epoch_seconds or [0.0])),
+        "train_seconds": float(np.sum(run.epoch_seconds)),
+        "pretrain_seconds": run.pretrain_seconds,
+        "val_ece_uncalibrated": expected_calibration_error(val_probs, val.y),
+        "val_ece_calibrated": expected_calibration_error(apply_temperature(val_probs, temperature), val.y),
+    }
+    final = run
+    if settings.refit:
+        # early stopping restored the epoch of least validation loss; train that long again
+        epochs = int(np.argmin(run.history["val_loss"])) + 1
+        both = Split(fit.documents + val.documents, np.r_[fit.y, val.y])
+        final = _fit_classifier(data, variant, settings, both, val, seed, None, verbose, cache_dir, stop_at=epochs)
+        extra |= {"refit_epochs": float(epochs), "refit_seconds": float(np.sum(final.epoch_seconds))}
+    # the history and timings are the run validation judged; a refit adds its own in ``extra``
+    metadata = export_model(
+        root, name, final.encoder, final.classifier, variant=variant, preset=preset,
+        settings={**settings.model_dump(), "seed": seed}, labels=data.labels,
+        validation=(val_texts, val.y), test=(test.texts(settings.text), test.y),
+        temperature=temperature, history=run.history, extra_metrics=extra, kernels=kernels,
+        serving_base=serving_base)
+    return TrainResult(metadata, run.history, run.epoch_seconds, final.encoder, final.classifier)
 
+
+@dataclass
+class _Run:
+    encoder: TextEncoder
+    classifier: keras.Model
+    history: dict[str, list[float]]
+    epoch_seconds: list[float]
+    pretrain_seconds: float
+
+
+def _fit_classifier(data: Reuters46, variant: str, settings: TrainSettings, fit: Split, val: Split, seed: int,
+                    log_dir: Path | None, verbose: int, cache_dir: Path | None,
+                    stop_at: int | None = None) -> _Run:
+    """Vocabulary and pre-training from ``fit`` (and the unlabelled stories), then training.
+
+    Without ``stop_at``, early stopping on ``val`` restores the best epoch; with it, training
+    runs exactly ``stop_at`` epochs of the same schedule (``val`` is then only reported).
+    """
+    keras.utils.set_random_seed(seed)
+    fit_texts = fit.texts(settings.text)
     encoder = TextEncoder(settings)
     encoder.adapt(fit_texts)
-    x_fit, x_val = encoder.encode(fit_texts), encoder.encode(val_texts)
+    x_fit, x_val = encoder.encode(fit_texts), encoder.encode(val.texts(settings.text))
     n_labels = len(data.labels)
     started = time.monotonic()
     embeddings = None
@@ -139,45 +189,29 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if settings.ema_momentum else []),
     ]
     if log_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(str(Path(log_dir) / name), write_graph=False))
+        callbacks.append(keras.callbacks.TensorBoard(str(log_dir), write_graph=False))
     data_arguments = fit_arguments(settings, (x_fit, fit.y), (x_val, val.y), start_seed)
     history: dict[str, list[float]] = {}
     started_at = 0
     for frozen, end in unfreezing_stages(variant, settings):
+        if stop_at is not None and started_at >= stop_at:
+            break
         for layer in classifier.layers:
             layer.trainable = layer.name not in frozen
         # each stage starts a fresh optimizer (and learning-rate schedule) on the layers it trains
         classifier.compile(optimizer=_optimizer(settings, steps),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         # early stopping watches the last stage only, the one that ends the schedule
-        stopping = [] if end < settings.epochs else [keras.callbacks.EarlyStopping(
+        stopping = [] if end < settings.epochs or stop_at is not None else [keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+        end = end if stop_at is None else min(end, stop_at)
         fitted = classifier.fit(**data_arguments, initial_epoch=started_at, epochs=end, verbose=verbose,
                                 callbacks=[*callbacks, *stopping],
                                 class_weight=class_weights(fit.y, n_labels, settings.class_weight))
         for k, values in fitted.history.items():
             history.setdefault(k, []).extend(float(v) for v in values)
         started_at = end
-
-    val_probs = classifier.predict(x_val, batch_size=256, verbose=0)
-    temperature = fit_temperature(val_probs, val.y) if settings.calibrate else 1.0
-    extra = {
-        "epochs_run": float(len(timer.seconds)),
-        "seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else 0.0,
-        # the first epoch also traces the training step; the later ones are the steady cost
-        "steady_seconds_per_epoch": float(np.mean(timer.seconds[1:] or timer.seconds or [0.0])),
-        "train_seconds": float(np.sum(timer.seconds)),
-        "pretrain_seconds": pretrain_seconds,
-        "val_ece_uncalibrated": expected_calibration_error(val_probs, val.y),
-        "val_ece_calibrated": expected_calibration_error(apply_temperature(val_probs, temperature), val.y),
-    }
-    metadata = export_model(
-        root, name, encoder, classifier, variant=variant, preset=preset,
-        settings={**settings.model_dump(), "seed": seed}, labels=data.labels,
-        validation=(val_texts, val.y), test=(test.texts(settings.text), test.y),
-        temperature=temperature, history=history, extra_metrics=extra, kernels=kernels,
-        serving_base=serving_base)
-    return TrainResult(metadata, history, timer.seconds, encoder, classifier)
+    return _Run(encoder, classifier, history, timer.seconds, pretrain_seconds)
 
 
 def hybrid_name(variant: str) -> str:

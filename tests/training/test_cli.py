@@ -36,6 +36,7 @@ def assert_clear_error(done: subprocess.CompletedProcess, fragment: str) -> None
     (["train", "--variant", "transformer"], "unknown variant 'transformer'"),
     (["train", "--preset", "huge"], "invalid choice: 'huge'"),
     (["train", "--units", "0"], "invalid setting units"),
+    (["train", "--refit"], "--refit exports models that have seen the validation split"),
     (["train", "--variant", "rnn", "--corpus", "/nonexistent/reuters"], "corpus not found"),
     (["data", "--corpus", "/nonexistent/reuters21578.tar.gz"], "corpus not found"),
     (["train", "--pooling", "median"], "invalid choice: 'median'"),

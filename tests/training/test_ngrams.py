@@ -53,6 +53,16 @@ def test_vocabulary_comes_from_the_fit_split_only(ngram_root, reuters46):
     assert len(fit_vocabulary(fit_texts + val.texts()[:200], min_df=min_df)[0]) != meta.metrics["n_terms"]
 
 
+def test_refit_keeps_the_temperature_and_fits_on_validation_too(tmp_path, ngram_root, reuters46):
+    plain = ngram_root.read_metadata(NGRAM, 1)
+    root = ModelRoot(tmp_path)
+    refit = train_ngram(reuters46, preset("quick", **SLICE, refit=True), root, preset="tiny", seed=3)
+    assert refit.temperature == pytest.approx(plain.temperature)
+    fit, val = reuters46.validation_split(plain.settings["val_fraction"], 3)
+    both = fit.head(SLICE["train_limit"]).texts() + val.texts()
+    assert refit.metrics["n_terms"] == len(fit_vocabulary(both, min_df=plain.settings["ngram_min_df"])[0])
+
+
 def test_export_has_the_raw_text_signature_labels_and_threshold(ngram_root):
     meta = ngram_root.read_metadata(NGRAM, 1)
     assert (meta.variant, meta.preset, meta.settings["seed"]) == (NGRAM, "tiny", 3)

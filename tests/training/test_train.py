@@ -108,6 +108,30 @@ def test_init_seed_starts_again_on_the_same_split(tmp_path, reuters46):
     assert not np.allclose(runs["a"][1], runs["other"][1], atol=1e-3)
 
 
+def test_refit_trains_again_on_validation_for_the_epochs_it_chose(tmp_path, reuters46):
+    """The refit keeps what the plain run chose on validation (its temperature and best epoch) and
+    learns from validation text too: its vocabulary has words no fit text has."""
+    import keras
+
+    settings = dict(TINY, epochs=3, patience=3)
+    plain = train_variant(reuters46, "gru", preset("quick", **settings), ModelRoot(tmp_path / "plain"), seed=4)
+    refit = train_variant(reuters46, "gru", preset("quick", **settings, refit=True), ModelRoot(tmp_path / "refit"),
+                          seed=4)
+    best = int(np.argmin(plain.history["val_loss"])) + 1
+    assert refit.metadata.metrics["refit_epochs"] == best and "refit_epochs" not in plain.metadata.metrics
+    assert refit.metadata.temperature == pytest.approx(plain.metadata.temperature)
+    assert refit.history == plain.history  # the history kept is the run validation judged
+
+    fit, _ = reuters46.validation_split(refit.metadata.settings["val_fraction"], 4)
+    every_fit_word = keras.layers.TextVectorization()
+    every_fit_word.adapt(fit.head(TINY["train_limit"]).texts())
+    unseen = set(refit.encoder.vectorizer.get_vocabulary()) - set(every_fit_word.get_vocabulary())
+    assert unseen and not set(plain.encoder.vectorizer.get_vocabulary()) - set(every_fit_word.get_vocabulary())
+    texts = reuters46.test.texts()[:20]
+    assert not np.allclose(ServingModel(tmp_path / "plain" / "gru" / "1").predict(texts),
+                           ServingModel(tmp_path / "refit" / "gru" / "1").predict(texts), atol=1e-3)
+
+
 @pytest.mark.parametrize("padding,truncating,expected", [
     ("post", "post", [[2, 3, 4, 5], [3, 0, 0, 0]]),
     ("pre", "pre", [[3, 4, 5, 6], [0, 0, 0, 3]]),
