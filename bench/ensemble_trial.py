@@ -105,20 +105,24 @@ def _both(probs: list[np.ndarray], ys: tuple[np.ndarray, np.ndarray]) -> dict[st
             for k, v in _figures(p, y).items()}
 
 
-def _pool(members: dict[str, list[np.ndarray]], y_val: np.ndarray,
-          test: dict[str, np.ndarray] | None = None) -> tuple[list[np.ndarray], dict]:
-    """Validation and test probabilities of the pool fitted on validation, and its weights.
-
-    ``test`` replaces members' test probabilities after the fit (a member refitted later).
-    """
+def _apply(member_probs: list[np.ndarray], fitted: tuple[np.ndarray, float]) -> np.ndarray:
+    """The pool of ``member_probs`` under fitted (weights, temperature), as the export computes it."""
     from training.calibration import apply_temperature
-    from training.ensemble import PRODUCT, choose_weights, pool
+    from training.ensemble import PRODUCT, pool
+
+    weights, temperature = fitted
+    return apply_temperature(pool(member_probs, weights, PRODUCT), temperature)
+
+
+def _pool(members: dict[str, list[np.ndarray]], y_val: np.ndarray) -> tuple[list[np.ndarray], dict, tuple]:
+    """Validation and test probabilities of the pool fitted on validation, its weights by member
+    and the fit itself (to pool other test probabilities of the same members)."""
+    from training.ensemble import choose_weights
 
     names = list(members)
-    weights, temperature = choose_weights([members[n][0] for n in names], y_val)
-    splits = ([members[n][0] for n in names], [(test or {}).get(n, members[n][1]) for n in names])
-    pooled = [apply_temperature(pool(split, weights, PRODUCT), temperature) for split in splits]
-    return pooled, {n: round(float(w), 3) for n, w in zip(names, weights, strict=True)}
+    fitted = choose_weights([members[n][0] for n in names], y_val)
+    pooled = [_apply([members[n][i] for n in names], fitted) for i in (0, 1)]
+    return pooled, {n: round(float(w), 3) for n, w in zip(names, fitted[0], strict=True)}, fitted
 
 
 def _out_of_fold(members: dict[str, list[np.ndarray]], y_val: np.ndarray, seed: int) -> np.ndarray:
@@ -127,14 +131,14 @@ def _out_of_fold(members: dict[str, list[np.ndarray]], y_val: np.ndarray, seed: 
     The weights are fitted on validation, so the pool's validation figures are in-sample: a
     member added can only help the fit.  Out of fold they are not, and arms compare fairly.
     """
-    from training.ensemble import PRODUCT, choose_weights, pool
+    from training.ensemble import choose_weights
 
     halves = np.random.RandomState(seed).permutation(len(y_val)) % 2
     probs = np.zeros_like(next(iter(members.values()))[0])
     for half in (0, 1):
         fit_rows, held = halves != half, halves == half
-        weights, temperature = choose_weights([p[0][fit_rows] for p in members.values()], y_val[fit_rows])
-        probs[held] = pool([p[0][held] for p in members.values()], weights / temperature, PRODUCT)
+        fitted = choose_weights([p[0][fit_rows] for p in members.values()], y_val[fit_rows])
+        probs[held] = _apply([p[0][held] for p in members.values()], fitted)
     return probs
 
 
@@ -159,16 +163,15 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str
         if len(runs) > 1:
             arms[f"+{len(runs)} runs"] = pool | runs
         for arm, pooled_members in arms.items():
-            pooled, weights = _pool(pooled_members, val.y)
+            pooled, weights, fitted = _pool(pooled_members, val.y)
             out_of_fold = _figures(_out_of_fold(pooled_members, val.y, seed), val.y)
             rows.append({"seed": seed, "arm": arm, "weights": weights, **_both(pooled, ys),
                          **{f"val_oof_{k}": v for k, v in out_of_fold.items()}})
             print(json.dumps(rows[-1]), flush=True)
             if arm == "today" and refit:
-                refitted = {m: _probs(Path(refit.format(seed=seed)), m, [texts[1]])[0] for m in members}
-                pooled_refit, _ = _pool(pooled_members, val.y, refitted)
+                refitted = [_probs(Path(refit.format(seed=seed)), m, [texts[1]])[0] for m in pooled_members]
                 rows.append({"seed": seed, "arm": "refit", "weights": weights,
-                             **{f"test_{k}": v for k, v in _figures(pooled_refit[1], data.test.y).items()}})
+                             **{f"test_{k}": v for k, v in _figures(_apply(refitted, fitted), data.test.y).items()}})
                 print(json.dumps(rows[-1]), flush=True)
             if arm == "today":
                 prior = np.bincount(fit.y, minlength=len(data.labels)) / len(fit.y)

@@ -112,7 +112,7 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     run = _fit_classifier(data, variant, settings, fit, val, seed, log_dir and Path(log_dir) / name, verbose,
                           cache_dir)
     val_texts = val.texts(settings.text)
-    val_probs = run.classifier.predict(run.encoder.encode(val_texts), batch_size=256, verbose=0)
+    val_probs = run.classifier.predict(run.x_val, batch_size=256, verbose=0)
     temperature = fit_temperature(val_probs, val.y) if settings.calibrate else 1.0
     extra = {
         "epochs_run": float(len(run.epoch_seconds)),
@@ -145,6 +145,7 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
 class _Run:
     encoder: TextEncoder
     classifier: keras.Model
+    x_val: np.ndarray  # validation ids under this run's vocabulary
     history: dict[str, list[float]]
     epoch_seconds: list[float]
     pretrain_seconds: float
@@ -211,7 +212,7 @@ def _fit_classifier(data: Reuters46, variant: str, settings: TrainSettings, fit:
         for k, values in fitted.history.items():
             history.setdefault(k, []).extend(float(v) for v in values)
         started_at = end
-    return _Run(encoder, classifier, history, timer.seconds, pretrain_seconds)
+    return _Run(encoder, classifier, x_val, history, timer.seconds, pretrain_seconds)
 
 
 def hybrid_name(variant: str) -> str:
