@@ -17,7 +17,8 @@ validation).  Arms beside today's five members:
   taken from its export in ROOT instead, trained with ``train --refit`` (again on the fit and
   validation splits together, for the epochs and with the temperature validation chose).
   Validation can no longer judge it (the members have seen it), so it has test figures only;
-  the evidence for it on validation is the learning curve of ``bench.ngram_grid --fit-shares``;
+  with ``--hold-out-validation`` (both roots trained with ``train --hold-out-validation``) those
+  "test" figures are the validation split's, which none of the models has read;
 - ``prior``: today's pool with ``tau * log(prior)`` subtracted from its logits (the fit split's
   topic shares), tau chosen on validation macro-F1 over a grid: a trial for rare topics.
 
@@ -143,12 +144,14 @@ def _out_of_fold(members: dict[str, list[np.ndarray]], y_val: np.ndarray, seed: 
 
 
 def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str]], val_fraction: float,
-          min_df: int, members: tuple[str, ...] = MEMBERS, refit: str | None = None) -> list[dict]:
+          min_df: int, members: tuple[str, ...] = MEMBERS, refit: str | None = None,
+          hold_out_validation: bool = False) -> list[dict]:
     from training.dataset import load
 
-    data = load(corpus)
+    everything = load(corpus)
     rows = []
     for seed in seeds:
+        data = everything.holding_out_validation(val_fraction, seed) if hold_out_validation else everything
         fit, val = data.validation_split(val_fraction, seed)
         texts = [val.texts(), data.test.texts()]
         ys = (val.y, data.test.y)
@@ -205,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                              "one more arm")
     parser.add_argument("--members", default=",".join(MEMBERS), help="today's pool, comma-separated")
     parser.add_argument("--refit", help="ROOT (with {seed}) of the same members trained with train --refit")
+    parser.add_argument("--hold-out-validation", action="store_true",
+                        help="the roots were trained with train --hold-out-validation: their \"test\" is the "
+                             "validation split")
     parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ensemble-trial.json")
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [tuple(item.split("=", 1)) for item in args.extra]
     members = tuple(m for m in args.members.split(",") if m)
     rows = trial(args.corpus, args.roots, [int(s) for s in args.seeds.split(",")], extra, args.val_fraction,
-                 args.min_df, members, args.refit)
+                 args.min_df, members, args.refit, args.hold_out_validation)
     write_rows(args.out, rows)
     print(table(rows))
     return 0

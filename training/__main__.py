@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name in the root (single variant only)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="with --variant all: skip the hybrids and the ensemble")
+    p.add_argument("--hold-out-validation", action="store_true",
+                   help="train on the fit split alone and score on the validation split instead of test: "
+                        "judges on validation a choice that sees validation when it is made (e.g. --refit); "
+                        "the exports are for that comparison, not for serving")
     p.add_argument("--cache-dir", type=Path, default=Path("runs") / "cache",
                    help="pre-trained weights kept between runs")
     p.add_argument("--log-dir", type=Path, default=Path("runs"), help="TensorBoard logs")
@@ -167,14 +171,16 @@ def cmd_train(args) -> int:
     variants = list(TRAINABLE) if args.variant == "all" else [args.variant]
     if args.name and len(variants) > 1:
         raise UsageError("--name needs a single --variant")
-    if args.refit and args.variant == "all" and not args.no_ensemble:
-        raise UsageError("--refit exports models that have seen the validation split, where hybrid and ensemble "
-                         "weights are chosen; add --no-ensemble")
     from training.presets import preset
     settings = {variant: preset(args.preset, variant, **_overrides(args)) for variant in variants}
     root = ModelRoot(args.model_root)
     root.ensure_writable()
     data = _load(args.corpus)
+    if args.hold_out_validation:
+        shared = preset(args.preset, **_overrides(args))
+        data = data.holding_out_validation(shared.val_fraction, args.seed)
+        print(f"holding out the validation split: training on {len(data.train)} documents, "
+              f"scoring on {len(data.test)} validation documents in place of test", flush=True)
     from training.ngrams import train_ngram
     from training.train import export_combinations, train_variant
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)

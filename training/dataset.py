@@ -83,6 +83,16 @@ class Reuters46:
         rng.shuffle(fit_idx)
         return self.train.take(fit_idx), self.train.take(val_idx)
 
+    def holding_out_validation(self, fraction: float, seed: int) -> Reuters46:
+        """The dataset with the fit split as its training part and validation as its test part.
+
+        Training on it carves a validation split of its own out of the fit split, so a choice
+        that sees validation (a refit on it, weights fitted on it) is scored on text that none
+        of its models, nor any choice made for them, has read; the real test split stays unread.
+        """
+        fit, val = self.validation_split(fraction, seed)
+        return Reuters46(self.labels, fit, val, self.unlabelled)
+
 
 def build(documents: list[Document]) -> Reuters46:
     """Apply the reuters46 definition to the stories of the whole corpus, in file order."""

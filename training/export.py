@@ -10,17 +10,22 @@ Public API
 
 Both write into ``ModelRoot.staging_dir``, score the staged SavedModel through its serving
 signature on the validation split (abstain threshold) and, when given, the test split
-(metrics), add labels, metadata, training history and TF Serving warmup requests under
-``assets.extra/``, publish the folder atomically as the next version and rewrite
-``models.config``.  Exports are traced with cuDNN kernels disabled so the same SavedModel
-serves on CPU and GPU; ``kernels="cudnn"`` traces the cuDNN kernels instead, for GPU-only
-serving.  A masked model's graph cuts each batch to its longest text (capped at ``max_length``),
-so its recurrent layer runs as many steps as the batch needs, with the same probabilities.
+(metrics), add labels, metadata, training history, TF Serving warmup requests and the
+validation probabilities under ``assets.extra/``, publish the folder atomically as the next
+version and rewrite ``models.config``.  A refitted model has seen validation: its validation
+figures, threshold and kept probabilities are those of the model validation chose, passed in
+as ``val_probs``, and an ensemble pools its members' kept probabilities, so its weights are
+fitted on text none of the members it weighs was fitted on.  Exports are traced with cuDNN
+kernels disabled so the same SavedModel serves on CPU and GPU; ``kernels="cudnn"`` traces the
+cuDNN kernels instead, for GPU-only serving.  A masked model's graph cuts each batch to its
+longest text (capped at ``max_length``), so its recurrent layer runs as many steps as the
+batch needs, with the same probabilities.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import json
 import shutil
@@ -48,6 +53,7 @@ from training.layout import (
     METADATA_FILE,
     OUTPUT_KEY,
     SIGNATURE_NAME,
+    VALIDATION_PROBS_FILE,
     WARMUP_FILE,
     ExportMetadata,
     LayoutError,
@@ -190,12 +196,41 @@ def write_warmup(path: Path, model_name: str, texts: list[str]) -> Path:
     return path
 
 
+def _digest(validation: tuple[list[str], np.ndarray]) -> str:
+    """Names a validation split (its texts and labels), so kept probabilities match their split."""
+    texts, y = validation
+    digest = hashlib.sha256("\0".join(texts).encode("utf-8"))
+    digest.update(np.asarray(y, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def validation_probabilities(version_dir: Path, validation: tuple[list[str], np.ndarray]) -> np.ndarray:
+    """An export's probabilities on ``validation``: the kept ones of the model validation chose
+    when they are of this split, else the export's own (exports from before they were kept).
+
+    A refitted export has seen validation, so without kept probabilities of this split it
+    cannot be weighed on it.
+    """
+    kept = version_dir / EXTRA_DIR / VALIDATION_PROBS_FILE
+    if kept.is_file():
+        with np.load(kept, allow_pickle=False) as stored:
+            if str(stored["validation_sha256"]) == _digest(validation):
+                return stored["probabilities"]
+    metadata = ExportMetadata.model_validate_json((version_dir / EXTRA_DIR / METADATA_FILE).read_bytes())
+    if metadata.settings.get("refit"):
+        raise LayoutError(f"{version_dir.parent.name}/{version_dir.name} was refitted on validation and keeps no "
+                          "probabilities of this validation split: weigh it on the split of its own seed")
+    return ServingModel(version_dir).predict(validation[0])
+
+
 def _finish(root: ModelRoot, staging: Path, metadata: ExportMetadata,
             validation: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray] | None,
-            history: dict | None, serving_base: str, scored: Path | None = None) -> ExportMetadata:
+            history: dict | None, serving_base: str, scored: Path | None = None,
+            val_probs: np.ndarray | None = None) -> ExportMetadata:
     served = ServingModel(scored or staging)
     val_texts, val_y = validation
-    val_probs = served.predict(val_texts)
+    if val_probs is None:
+        val_probs = served.predict(val_texts)
     target = metadata.settings.get("target_precision", 0.97)
     metadata.threshold = choose_threshold(val_probs, val_y, target)
     metadata.metrics["val_accuracy"] = float(np.mean(val_probs.argmax(axis=1) == val_y))
@@ -209,6 +244,8 @@ def _finish(root: ModelRoot, staging: Path, metadata: ExportMetadata,
     (extra / LABELS_FILE).write_text("\n".join(metadata.labels) + "\n", encoding="utf-8")
     if history:
         (extra / HISTORY_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
+    np.savez(extra / VALIDATION_PROBS_FILE, probabilities=val_probs.astype(np.float32),
+             validation_sha256=np.array(_digest(validation)))
     write_warmup(extra / WARMUP_FILE, metadata.model, [t for t in val_texts if t][:WARMUP_SAMPLES])
     metadata.tensorflow_version = tf.__version__
     (extra / METADATA_FILE).write_text(metadata.model_dump_json(indent=2), encoding="utf-8")
@@ -223,7 +260,7 @@ def export_model(root: ModelRoot, name: str, encoder: TextEncoder, classifier: k
                  test: tuple[list[str], np.ndarray] | None = None,
                  temperature: float = 1.0, history: dict | None = None,
                  extra_metrics: dict[str, float] | None = None, kernels: str = GENERIC,
-                 serving_base: str = DEFAULT_SERVING_BASE) -> ExportMetadata:
+                 serving_base: str = DEFAULT_SERVING_BASE, val_probs: np.ndarray | None = None) -> ExportMetadata:
     """Export one trained classifier as the next version of ``name``; returns its metadata.
 
     With ``kernels="cudnn"`` the published graph needs a GPU, so the figures in its metadata
@@ -239,19 +276,22 @@ def export_model(root: ModelRoot, name: str, encoder: TextEncoder, classifier: k
     return export_savedmodel(
         root, name, lambda path: write_serving_model(path, encoder, classifier, temperature, kernels=kernels),
         metadata, validation=validation, test=test, history=history, stand_in=stand_in,
-        serving_base=serving_base)
+        serving_base=serving_base, val_probs=val_probs)
 
 
 def export_savedmodel(root: ModelRoot, name: str, write: Callable[[Path], None], metadata: ExportMetadata, *,
                       validation: tuple[list[str], np.ndarray],
                       test: tuple[list[str], np.ndarray] | None = None, history: dict | None = None,
                       stand_in: Callable[[Path], None] | None = None,
-                      serving_base: str = DEFAULT_SERVING_BASE) -> ExportMetadata:
+                      serving_base: str = DEFAULT_SERVING_BASE,
+                      val_probs: np.ndarray | None = None) -> ExportMetadata:
     """Export whatever ``write(path)`` saves (a raw-text ``serving_default`` signature) as the
     next version of ``name``, scored, thresholded and described like every other model.
 
     ``stand_in(path)``, when given, saves an equivalent SavedModel that runs on this machine;
     it is scored in place of the export (which may need hardware this machine lacks).
+    ``val_probs`` are the validation probabilities of the model validation chose, when the
+    export is another (a refit); by default the export is scored on validation.
     """
     staging = root.staging_dir(name)
     scored = None
@@ -260,7 +300,7 @@ def export_savedmodel(root: ModelRoot, name: str, write: Callable[[Path], None],
         if stand_in is not None:
             scored = root.staging_dir(name)
             stand_in(scored)
-        return _finish(root, staging, metadata, validation, test, history, serving_base, scored)
+        return _finish(root, staging, metadata, validation, test, history, serving_base, scored, val_probs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if scored is not None:
@@ -292,7 +332,7 @@ def export_ensemble(root: ModelRoot, members: list[str], *, labels: list[str] | 
             raise LayoutError(f"ensemble member {member}/{version} has different labels")
         dirs.append(root.version_dir(member, version))
         versions[member] = version
-    member_probs = [ServingModel(d).predict(validation[0]) for d in dirs] if weighted or calibrate else []
+    member_probs = [validation_probabilities(d, validation) for d in dirs] if weighted or calibrate else []
     pooling, weights, temperature = MEAN, np.full(len(dirs), 1.0 / len(dirs)), 1.0
     if weighted:
         pooling = PRODUCT
@@ -305,7 +345,8 @@ def export_ensemble(root: ModelRoot, members: list[str], *, labels: list[str] | 
         if not weighted:
             temperature = fit_temperature(pooled, validation[1])
         val_ece = expected_calibration_error(pooled, validation[1])
-        val_ece_scaled = expected_calibration_error(apply_temperature(pooled, temperature), validation[1])
+        pooled = apply_temperature(pooled, temperature)
+        val_ece_scaled = expected_calibration_error(pooled, validation[1])
     staging = root.staging_dir(name)
     try:
         write_ensemble_model(staging, dirs, temperature, list(weights), pooling)
@@ -316,6 +357,7 @@ def export_ensemble(root: ModelRoot, members: list[str], *, labels: list[str] | 
                                   members=[f"{m}/{v}" for m, v in versions.items()])
         if calibrate:
             metadata.metrics.update(val_ece_uncalibrated=val_ece, val_ece_calibrated=val_ece_scaled)
-        return _finish(root, staging, metadata, validation, test, None, serving_base)
+        return _finish(root, staging, metadata, validation, test, None, serving_base,
+                       val_probs=pooled if calibrate else None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -41,6 +41,8 @@ LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 VERSION_LABELS_FILE = "version_labels.json"
+# What the model validation judged gives on validation, kept so a refitted member can be pooled.
+VALIDATION_PROBS_FILE = "validation_probabilities.npz"
 MODELS_CONFIG = "models.config"
 DEFAULT_SERVING_BASE = "/models"
 # Exports are world-readable so that TF Serving, gateways and workers read them under any uid

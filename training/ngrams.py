@@ -168,7 +168,7 @@ def train_ngram(data: Reuters46, settings: TrainSettings, root: ModelRoot, *, na
     """Fit the n-gram model on the fit split, calibrate it on validation and export it.
 
     With ``settings.refit`` it is then fitted again on the fit and validation splits together,
-    keeping the temperature.
+    keeping the temperature and the first model's validation probabilities.
 
     The same ``seed`` gives the same validation split as :func:`training.train.train_variant`,
     so the two can be combined on validation data neither was fitted on.
@@ -184,8 +184,10 @@ def train_ngram(data: Reuters46, settings: TrainSettings, root: ModelRoot, *, na
     val_probs = classifier(tf.constant(val_texts)).numpy()
     if settings.calibrate:
         classifier.temperature = fit_temperature(val_probs, val.y, bounds=_TEMPERATURE_BOUNDS)
+    judged = None
     if settings.refit:  # the settings and temperature stay; the vocabulary and SVM see validation too
         temperature = classifier.temperature
+        judged = apply_temperature(val_probs, temperature)
         classifier = fit_ngram_classifier(fit_texts + val_texts, np.r_[fit.y, val.y], len(data.labels),
                                           min_df=settings.ngram_min_df, c=settings.ngram_c, seed=seed)
         classifier.temperature = temperature
@@ -199,4 +201,4 @@ def train_ngram(data: Reuters46, settings: TrainSettings, root: ModelRoot, *, na
                      apply_temperature(val_probs, classifier.temperature), val.y)})
     return export_savedmodel(root, name, lambda path: write_ngram_model(path, classifier), metadata,
                              validation=(val_texts, val.y), test=(test.texts(settings.text), test.y),
-                             serving_base=serving_base)
+                             serving_base=serving_base, val_probs=judged)

@@ -58,8 +58,8 @@ class TrainSettings(BaseModel):
                                   "should differ from the split's seed: another start on the same split")
     patience: int = Field(3, ge=0, description="epochs without val-loss improvement before stopping")
     refit: bool = Field(False, description="after validation has chosen the epochs and temperature, train again on "
-                                           "the fit and validation splits together and export that model (its "
-                                           "validation figures are then not held out)")
+                                           "the fit and validation splits together and export that model (with the "
+                                           "first model's validation probabilities, figures and threshold)")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of training data held out")
     # chosen on validation, 3 seeds (docs/benchmarks.md, what was tried)
     ngram_min_df: int = Field(3, ge=1, description="n-gram model: keep 1-2-grams in at least this many fit documents")

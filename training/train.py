@@ -103,7 +103,8 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
     The same ``seed`` gives the same split, initial weights and batch order (``settings.init_seed``,
     when set, takes over the last two).  With ``settings.refit`` the model chosen on validation
     is trained again on the fit and validation splits together, for the epochs validation chose
-    and with its temperature, and that second model is exported.
+    and with its temperature, and that second model is exported with the first model's
+    validation probabilities (its validation figures, threshold and ensemble weights).
     """
     name = name or variant
     fit, val = data.validation_split(settings.val_fraction, seed)
@@ -124,8 +125,9 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
         "val_ece_uncalibrated": expected_calibration_error(val_probs, val.y),
         "val_ece_calibrated": expected_calibration_error(apply_temperature(val_probs, temperature), val.y),
     }
-    final = run
+    final, judged = run, None
     if settings.refit:
+        judged = apply_temperature(val_probs, temperature)
         # early stopping restored the epoch of least validation loss; train that long again
         epochs = int(np.argmin(run.history["val_loss"])) + 1
         both = Split(fit.documents + val.documents, np.r_[fit.y, val.y])
@@ -137,7 +139,7 @@ def train_variant(data: Reuters46, variant: str, settings: TrainSettings, root: 
         settings={**settings.model_dump(), "seed": seed}, labels=data.labels,
         validation=(val_texts, val.y), test=(test.texts(settings.text), test.y),
         temperature=temperature, history=run.history, extra_metrics=extra, kernels=kernels,
-        serving_base=serving_base)
+        serving_base=serving_base, val_probs=judged)
     return TrainResult(metadata, run.history, run.epoch_seconds, final.encoder, final.classifier)
 
 

@@ -36,7 +36,6 @@ def assert_clear_error(done: subprocess.CompletedProcess, fragment: str) -> None
     (["train", "--variant", "transformer"], "unknown variant 'transformer'"),
     (["train", "--preset", "huge"], "invalid choice: 'huge'"),
     (["train", "--units", "0"], "invalid setting units"),
-    (["train", "--refit"], "--refit exports models that have seen the validation split"),
     (["train", "--variant", "rnn", "--corpus", "/nonexistent/reuters"], "corpus not found"),
     (["data", "--corpus", "/nonexistent/reuters21578.tar.gz"], "corpus not found"),
     (["train", "--pooling", "median"], "invalid choice: 'median'"),
@@ -110,6 +109,18 @@ def test_train_evaluate_report_label(tmp_path, corpus_dir):
     assert 'version_labels { key: "canary" value: 1 }' in (root / "models.config").read_text()
     assert_clear_error(run("label", "gru", "stable", "9", "--model-root", str(root)), "has no version 9")
     assert_clear_error(run("evaluate", "lstm", "--model-root", str(root)), "no exported model 'lstm'")
+
+
+def test_train_holding_out_validation_scores_on_validation(tmp_path, corpus_dir, reuters46):
+    """The exports' "test" figures are of the validation split, which training never reads."""
+    root = tmp_path / "models"
+    done = run("train", "--variant", "ngram", "--hold-out-validation", "--seed", "2", "--corpus", str(corpus_dir),
+               "--model-root", str(root), "--train-limit", "300")
+    assert done.returncode == 0, done.stderr[-3000:]
+    fit, val = reuters46.validation_split(0.1, 2)
+    assert (f"training on {len(fit)} documents, scoring on {len(val)} validation documents in place of test"
+            in done.stdout)
+    assert ModelRoot(root).read_metadata("ngram", 1).metrics["test_n"] == len(val)
 
 
 def test_train_exports_the_cudnn_flavour_on_request(tmp_path, corpus_dir):

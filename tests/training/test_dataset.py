@@ -63,6 +63,17 @@ def test_validation_comes_from_training_data_only(reuters46):
     assert [d.newid for d in other.documents] != [d.newid for d in val.documents]
 
 
+def test_holding_out_validation_trains_on_the_fit_split_and_tests_on_validation(reuters46):
+    fit, val = reuters46.validation_split(0.1, seed=3)
+    held = reuters46.holding_out_validation(0.1, seed=3)
+    assert [d.newid for d in held.train.documents] == [d.newid for d in fit.documents]
+    assert [d.newid for d in held.test.documents] == [d.newid for d in val.documents]
+    assert held.labels == reuters46.labels and held.unlabelled == reuters46.unlabelled
+    inner_fit, inner_val = held.validation_split(0.1, seed=3)
+    read = {d.newid for d in inner_fit.documents + inner_val.documents}
+    assert read == {d.newid for d in fit.documents} and not read & {d.newid for d in val.documents}
+
+
 def test_unlabelled_holds_the_rest_of_the_corpus(reuters46):
     """Stories without a kept topic: text for embedding pre-training, never a labelled story."""
     labelled = {d.newid for d in reuters46.train.documents + reuters46.test.documents}

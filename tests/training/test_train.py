@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from training.evaluate import ServingModel
-from training.layout import VARIANTS, ModelRoot
+from training.export import validation_probabilities
+from training.layout import NGRAM, VARIANTS, LayoutError, ModelRoot
 from training.models import TextEncoder, build_classifier
+from training.ngrams import train_ngram
 from training.presets import PRESETS, preset
-from training.train import train_variant
+from training.train import export_combinations, train_variant
 
 TINY = dict(vocab_size=1500, max_length=32, embedding_dim=12, units=6, epochs=1, batch_size=32,
             train_limit=300, test_limit=120, patience=0)
@@ -108,15 +110,25 @@ def test_init_seed_starts_again_on_the_same_split(tmp_path, reuters46):
     assert not np.allclose(runs["a"][1], runs["other"][1], atol=1e-3)
 
 
-def test_refit_trains_again_on_validation_for_the_epochs_it_chose(tmp_path, reuters46):
+@pytest.fixture(scope="module")
+def refit_roots(tmp_path_factory, reuters46):
+    """gru and ngram trained twice from one seed: as validation chose them, and refitted."""
+    roots, runs = {}, {}
+    for arm, refit in (("plain", False), ("refit", True)):
+        roots[arm] = ModelRoot(tmp_path_factory.mktemp(arm))
+        settings = dict(TINY, epochs=3, patience=3, refit=refit)
+        runs[arm] = train_variant(reuters46, "gru", preset("quick", **settings), roots[arm], seed=4)
+        train_ngram(reuters46, preset("quick", **settings), roots[arm], seed=4)
+    return roots, runs
+
+
+def test_refit_trains_again_on_validation_for_the_epochs_it_chose(refit_roots, reuters46):
     """The refit keeps what the plain run chose on validation (its temperature and best epoch) and
     learns from validation text too: its vocabulary has words no fit text has."""
     import keras
 
-    settings = dict(TINY, epochs=3, patience=3)
-    plain = train_variant(reuters46, "gru", preset("quick", **settings), ModelRoot(tmp_path / "plain"), seed=4)
-    refit = train_variant(reuters46, "gru", preset("quick", **settings, refit=True), ModelRoot(tmp_path / "refit"),
-                          seed=4)
+    roots, runs = refit_roots
+    plain, refit = runs["plain"], runs["refit"]
     best = int(np.argmin(plain.history["val_loss"])) + 1
     assert refit.metadata.metrics["refit_epochs"] == best and "refit_epochs" not in plain.metadata.metrics
     assert refit.metadata.temperature == pytest.approx(plain.metadata.temperature)
@@ -128,8 +140,46 @@ def test_refit_trains_again_on_validation_for_the_epochs_it_chose(tmp_path, reut
     unseen = set(refit.encoder.vectorizer.get_vocabulary()) - set(every_fit_word.get_vocabulary())
     assert unseen and not set(plain.encoder.vectorizer.get_vocabulary()) - set(every_fit_word.get_vocabulary())
     texts = reuters46.test.texts()[:20]
-    assert not np.allclose(ServingModel(tmp_path / "plain" / "gru" / "1").predict(texts),
-                           ServingModel(tmp_path / "refit" / "gru" / "1").predict(texts), atol=1e-3)
+    assert not np.allclose(ServingModel(roots["plain"].version_dir("gru", 1)).predict(texts),
+                           ServingModel(roots["refit"].version_dir("gru", 1)).predict(texts), atol=1e-3)
+
+
+@pytest.mark.parametrize("model", ["gru", NGRAM])
+def test_a_refit_keeps_the_validation_figures_of_the_model_validation_chose(refit_roots, reuters46, model):
+    """Its validation probabilities, accuracy and abstain threshold are the first model's, not
+    those of a model that has read validation."""
+    roots, _ = refit_roots
+    _, val = reuters46.validation_split(0.1, 4)
+    kept = {arm: validation_probabilities(root.version_dir(model, 1), (val.texts(), val.y))
+            for arm, root in roots.items()}
+    np.testing.assert_allclose(kept["refit"], kept["plain"], atol=1e-4)
+    plain, refit = (root.read_metadata(model, 1) for root in roots.values())
+    assert refit.metrics["val_accuracy"] == pytest.approx(plain.metrics["val_accuracy"])
+    assert refit.threshold.value == pytest.approx(plain.threshold.value, abs=1e-4)
+    assert refit.threshold.coverage == pytest.approx(plain.threshold.coverage)
+    # not the refitted export's own, which has read validation
+    served = ServingModel(roots["refit"].version_dir(model, 1)).predict(val.texts())
+    assert not np.allclose(served, kept["refit"], atol=1e-3)
+
+
+def test_refitted_members_are_weighed_by_the_first_models_on_validation(refit_roots, reuters46):
+    """`train --variant all --refit` exports hybrids and the ensemble: weights fitted on the
+    probabilities of the models validation chose, pooled over the refitted members."""
+    roots, _ = refit_roots
+    settings = preset("quick", **TINY)
+    hybrids = {arm: export_combinations(reuters46, root, ["gru"], settings, seed=4)[0]
+               for arm, root in roots.items()}
+    assert hybrids["refit"].settings["weights"] == pytest.approx(hybrids["plain"].settings["weights"], abs=1e-3)
+    assert hybrids["refit"].temperature == pytest.approx(hybrids["plain"].temperature, rel=1e-3)
+    texts = reuters46.test.texts()[:20]
+    assert not np.allclose(ServingModel(roots["plain"].version_dir("gru-ngram", 1)).predict(texts),
+                           ServingModel(roots["refit"].version_dir("gru-ngram", 1)).predict(texts), atol=1e-3)
+
+    _, other = reuters46.validation_split(0.1, 5)  # another seed's validation: the refit has read some of it
+    with pytest.raises(LayoutError, match="refitted on validation"):
+        validation_probabilities(roots["refit"].version_dir("gru", 1), (other.texts(), other.y))
+    assert validation_probabilities(roots["plain"].version_dir("gru", 1), (other.texts(), other.y)).shape == \
+        (len(other), 46)
 
 
 @pytest.mark.parametrize("padding,truncating,expected", [
