@@ -173,11 +173,11 @@ def cmd_train(args) -> int:
         raise UsageError("--name needs a single --variant")
     from training.presets import preset
     settings = {variant: preset(args.preset, variant, **_overrides(args)) for variant in variants}
+    shared = preset(args.preset, **_overrides(args))
     root = ModelRoot(args.model_root)
     root.ensure_writable()
     data = _load(args.corpus)
     if args.hold_out_validation:
-        shared = preset(args.preset, **_overrides(args))
         data = data.holding_out_validation(shared.val_fraction, args.seed)
         print(f"holding out the validation split: training on {len(data.train)} documents, "
               f"scoring on {len(data.test)} validation documents in place of test", flush=True)
@@ -200,7 +200,6 @@ def cmd_train(args) -> int:
               f"T={m.temperature:.2f}, {m.metrics['train_seconds']:.0f} s training, "
               f"{time.perf_counter() - started:.0f} s total", flush=True)
     if args.variant == "all" and not args.no_ensemble:
-        shared = preset(args.preset, **_overrides(args))
         for m in export_combinations(data, root, list(VARIANTS), shared, seed=args.seed,
                                      serving_base=args.serving_base_path):
             weights = ", ".join(f"{k} {w:.2f}" for k, w in m.settings["weights"].items())

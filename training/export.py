@@ -204,21 +204,22 @@ def _digest(validation: tuple[list[str], np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def validation_probabilities(version_dir: Path, validation: tuple[list[str], np.ndarray]) -> np.ndarray:
+def validation_probabilities(root: ModelRoot, model: str, version: int,
+                             validation: tuple[list[str], np.ndarray]) -> np.ndarray:
     """An export's probabilities on ``validation``: the kept ones of the model validation chose
     when they are of this split, else the export's own (exports from before they were kept).
 
     A refitted export has seen validation, so without kept probabilities of this split it
     cannot be weighed on it.
     """
+    version_dir = root.version_dir(model, version)
     kept = version_dir / EXTRA_DIR / VALIDATION_PROBS_FILE
     if kept.is_file():
         with np.load(kept, allow_pickle=False) as stored:
             if str(stored["validation_sha256"]) == _digest(validation):
                 return stored["probabilities"]
-    metadata = ExportMetadata.model_validate_json((version_dir / EXTRA_DIR / METADATA_FILE).read_bytes())
-    if metadata.settings.get("refit"):
-        raise LayoutError(f"{version_dir.parent.name}/{version_dir.name} was refitted on validation and keeps no "
+    if root.read_metadata(model, version).settings.get("refit"):
+        raise LayoutError(f"{model}/{version} was refitted on validation and keeps no "
                           "probabilities of this validation split: weigh it on the split of its own seed")
     return ServingModel(version_dir).predict(validation[0])
 
@@ -332,7 +333,8 @@ def export_ensemble(root: ModelRoot, members: list[str], *, labels: list[str] | 
             raise LayoutError(f"ensemble member {member}/{version} has different labels")
         dirs.append(root.version_dir(member, version))
         versions[member] = version
-    member_probs = [validation_probabilities(d, validation) for d in dirs] if weighted or calibrate else []
+    member_probs = ([validation_probabilities(root, m, v, validation) for m, v in versions.items()]
+                    if weighted or calibrate else [])
     pooling, weights, temperature = MEAN, np.full(len(dirs), 1.0 / len(dirs)), 1.0
     if weighted:
         pooling = PRODUCT

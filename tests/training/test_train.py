@@ -150,7 +150,7 @@ def test_a_refit_keeps_the_validation_figures_of_the_model_validation_chose(refi
     those of a model that has read validation."""
     roots, _ = refit_roots
     _, val = reuters46.validation_split(0.1, 4)
-    kept = {arm: validation_probabilities(root.version_dir(model, 1), (val.texts(), val.y))
+    kept = {arm: validation_probabilities(root, model, 1, (val.texts(), val.y))
             for arm, root in roots.items()}
     np.testing.assert_allclose(kept["refit"], kept["plain"], atol=1e-4)
     plain, refit = (root.read_metadata(model, 1) for root in roots.values())
@@ -177,9 +177,8 @@ def test_refitted_members_are_weighed_by_the_first_models_on_validation(refit_ro
 
     _, other = reuters46.validation_split(0.1, 5)  # another seed's validation: the refit has read some of it
     with pytest.raises(LayoutError, match="refitted on validation"):
-        validation_probabilities(roots["refit"].version_dir("gru", 1), (other.texts(), other.y))
-    assert validation_probabilities(roots["plain"].version_dir("gru", 1), (other.texts(), other.y)).shape == \
-        (len(other), 46)
+        validation_probabilities(roots["refit"], "gru", 1, (other.texts(), other.y))
+    assert validation_probabilities(roots["plain"], "gru", 1, (other.texts(), other.y)).shape == (len(other), 46)
 
 
 @pytest.mark.parametrize("padding,truncating,expected", [
