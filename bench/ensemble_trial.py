@@ -6,7 +6,8 @@ with today's weighted geometric mean (:func:`training.ensemble.choose_weights`, 
 validation).  Arms beside today's five members:
 
 - ``+nbsvm``: an NB-SVM over the same word 1-2-gram TF-IDF features (``bench.ngram_grid``), its
-  softmax scores as a sixth member (the fitted weight acts as its temperature);
+  softmax scores as a sixth member (the fitted weight acts as its temperature); tried when
+  ``ngram`` was a plain SVM, since an NB-SVM itself (``ngram_learner``);
 - ``+char``: a LinearSVC over character 2-5-grams (``bench.ngram_grid``'s ``char`` features) as
   a member of its own, where side by side with the words in one SVM they gained nothing: a
   member that reads the text another way may err elsewhere;
@@ -69,10 +70,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _nbsvm(fit, texts: list[list[str]], seed: int, n_labels: int, min_df: int) -> list[np.ndarray]:
-    from bench.ngram_grid import _features, _nb_svm
+    from bench.ngram_grid import _features
+    from training.ngrams import nb_svm
 
     (x_fit, *rest), _ = _features("word", texts, min_df)
-    coef, bias = _nb_svm(x_fit, fit.y, NBSVM_C, seed, n_labels)
+    coef, bias = nb_svm(x_fit, fit.y, n_labels, c=NBSVM_C, seed=seed)
     return [_softmax(np.asarray(x @ coef + bias)) for x in rest]
 
 

@@ -57,7 +57,8 @@ def out_of_fold_scores(texts: list[str], y: np.ndarray, n_labels: int, settings,
         splits = list(folds.split(np.zeros(len(y)), y))
     for train, held in splits:
         svm = fit_ngram_classifier([texts[i] for i in train], y[train], n_labels,
-                                   min_df=settings.ngram_min_df, c=settings.ngram_c, seed=seed)
+                                   min_df=settings.ngram_min_df, c=settings.ngram_c, seed=seed,
+                                   learner=settings.ngram_learner)
         scores[held] = _svm_scores(svm, [texts[i] for i in held])
     return scores
 
@@ -107,7 +108,7 @@ def train_joint(data, variant: str, seed: int, cache_dir: Path, **overrides) -> 
                           settings.embedding_dim, settings.word2vec_epochs, seed, cache_dir)
     oof = out_of_fold_scores(fit_texts, fit.y, n_labels, settings, seed)
     svm = fit_ngram_classifier(fit_texts, fit.y, n_labels, min_df=settings.ngram_min_df, c=settings.ngram_c,
-                               seed=seed)
+                               seed=seed, learner=settings.ngram_learner)
     s_val, s_test = _svm_scores(svm, val_texts), _svm_scores(svm, test_texts)
     # the out-of-fold scores' own temperature (fit split only) starts the scale
     scale = 1.0 / fit_temperature(_softmax(oof), fit.y, bounds=(0.01, 10.0))

@@ -36,6 +36,14 @@ learning curve on validation, telling what more training text would be worth (e.
 the validation split too, which validation itself cannot judge)::
 
     python -m bench.ngram_grid --min-df 3 --c 4 --fit-shares 0.5,0.7,0.8,0.9,1
+
+``--folds K`` judges on K stratified folds of the whole training split instead of each seed's
+validation split (about 900 documents, too few to tell apart the rare topics behind macro-F1):
+every training document is held out once, features and learner fitted on the other folds, and
+the held-out predictions of all folds scored together; the seed draws the folds.  The test
+figures beside them are the fold models' mean, still never used to choose::
+
+    python -m bench.ngram_grid --folds 5 --min-df 3 --c 1,4 --scaling none,nb --class-weight none,balanced
 """
 
 from __future__ import annotations
@@ -56,7 +64,6 @@ SOFTMAX_EPOCHS = 30
 SOFTMAX_BATCH = 64
 SOFTMAX_RATE = 1e-2
 SCALINGS = ("none", "nb")
-NB_SMOOTHING = 1.0
 CHAR_NGRAMS = (2, 5)
 
 
@@ -86,24 +93,6 @@ def _features(kind: str, texts: list[list[str]], min_df: int) -> tuple[list, int
     if len(parts) == 1:
         return parts[0], terms
     return [hstack(pair).tocsr() for pair in zip(*parts, strict=True)], terms
-
-
-def _nb_svm(x_fit, y_fit, c: float, seed: int, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(weights [terms, labels], biases) of one-vs-rest SVMs on NB-scaled features."""
-    from sklearn.svm import LinearSVC
-
-    weights, biases = np.zeros((x_fit.shape[1], n_labels)), np.full(n_labels, -1e3)
-    present = (x_fit > 0).astype(np.float64)  # the ratio counts documents, as in the paper
-    for label in range(n_labels):
-        mine = y_fit == label
-        if not mine.any():  # a topic absent from the fit split is never predicted
-            continue
-        p = np.asarray((present[mine]).sum(axis=0)).ravel() + NB_SMOOTHING
-        q = np.asarray((present[~mine]).sum(axis=0)).ravel() + NB_SMOOTHING
-        ratio = np.log((p / p.sum()) / (q / q.sum()))
-        svm = LinearSVC(C=c, random_state=seed).fit(x_fit.multiply(ratio).tocsr(), mine)
-        weights[:, label], biases[label] = svm.coef_[0] * ratio, svm.intercept_[0]
-    return weights, biases
 
 
 def _softmax_regression(x_fit, y_fit, x_val, y_val, n_labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,72 +129,114 @@ def _softmax_regression(x_fit, y_fit, x_val, y_val, n_labels: int, seed: int) ->
     return best[1], best[2]
 
 
+def _predict(setting: tuple, x_fit, y_fit, x_val, y_val, x_test, n_labels: int, seed: int):
+    """(validation, test) predictions of one learner setting fitted on ``x_fit``."""
+    from sklearn.svm import LinearSVC
+
+    learner, c, weight, scaling = setting
+    if learner == "softmax":
+        coef, bias = _softmax_regression(x_fit, y_fit, x_val, y_val, n_labels, seed)
+    elif scaling == "nb":
+        from training.ngrams import nb_svm
+
+        coef, bias = nb_svm(x_fit, y_fit, n_labels, c=c, seed=seed)
+    else:
+        svm = LinearSVC(C=c, random_state=seed, class_weight=None if weight == "none" else weight).fit(x_fit, y_fit)
+        return svm.predict(x_val), svm.predict(x_test)
+    return tuple(np.asarray(x @ coef + bias).argmax(axis=1) for x in (x_val, x_test))
+
+
+def _settings(cs, class_weights, scalings, learners) -> list[tuple]:
+    """(learner, C, class weight, scaling) of every setting asked for (NB-SVM is unweighted)."""
+    settings = [("softmax", 0.0, "none", "none")] if "softmax" in learners else []
+    if "svm" in learners:
+        settings += [("svm", c, w, s) for c in cs for w in class_weights for s in scalings
+                     if not (s == "nb" and w != "none")]
+    return settings
+
+
+def _folds(train, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) indices of each of ``folds`` stratified folds of the training split."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
+    with warnings.catch_warnings():  # topics with fewer documents than folds are spread as they can be
+        warnings.simplefilter("ignore", UserWarning)
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(train)), train.y))
+
+
 def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float,
          features: list[str] = ("word",), class_weights: list[str] = ("none",),
          scalings: list[str] = ("none",), learners: list[str] = ("svm",),
-         fit_shares: list[float] = (1.0,)) -> list[dict]:
-    from sklearn.svm import LinearSVC
-
+         fit_shares: list[float] = (1.0,), folds: int = 0) -> list[dict]:
     from training.dataset import load
 
     data = load(corpus)
+    settings = _settings(cs, class_weights, scalings, learners)
     rows = []
     for seed, share in ((s, f) for s in seeds for f in fit_shares):
-        fit, val = data.validation_split(val_fraction, seed)
-        fit = fit.head(max(1, round(share * len(fit))))
-        texts = [fit.texts(), val.texts(), data.test.texts()]
+        if folds:
+            parts = [(data.train.take(a), data.train.take(b)) for a, b in _folds(data.train, folds, seed)]
+        else:
+            parts = [data.validation_split(val_fraction, seed)]
+        parts = [(fit.head(max(1, round(share * len(fit)))), val) for fit, val in parts]
         for kind, min_df in ((k, m) for k in features for m in min_dfs):
-            (x_fit, x_val, x_test), terms = _features(kind, texts, min_df)
-            if "softmax" in learners:
-                coef, bias = _softmax_regression(x_fit, fit.y, x_val, val.y, len(data.labels), seed)
-                predicted_val, predicted_test = ((x @ coef + bias).argmax(axis=1) for x in (x_val, x_test))
-                rows.append(_row(seed, kind, "softmax", "none", min_df, 0.0, "none", terms, (val.y, predicted_val),
-                                 (data.test.y, predicted_test), share))
-            for c, weight, scaling in ((c, w, s) for c in cs for w in class_weights for s in scalings
-                                       if "svm" in learners):
-                if scaling == "nb":
-                    if weight != "none":
-                        continue
-                    coef, bias = _nb_svm(x_fit, fit.y, c, seed, len(data.labels))
-                    predicted_val, predicted_test = ((x @ coef + bias).argmax(axis=1) for x in (x_val, x_test))
-                else:
-                    svm = LinearSVC(C=c, random_state=seed, class_weight=None if weight == "none" else weight)
-                    svm.fit(x_fit, fit.y)
-                    predicted_val, predicted_test = svm.predict(x_val), svm.predict(x_test)
-                rows.append(_row(seed, kind, "svm", scaling, min_df, c, weight, terms, (val.y, predicted_val),
-                                 (data.test.y, predicted_test), share))
+            found = {setting: ([], [], [], []) for setting in settings}  # truth, predicted (val), test predicted, terms
+            for fit, val in parts:
+                (x_fit, x_val, x_test), terms = _features(kind, [fit.texts(), val.texts(), data.test.texts()],
+                                                          min_df)
+                for setting in settings:
+                    predicted_val, predicted_test = _predict(setting, x_fit, fit.y, x_val, val.y, x_test,
+                                                             len(data.labels), seed)
+                    truth, predicted, tests, sizes = found[setting]
+                    truth.append(val.y)
+                    predicted.append(predicted_val)
+                    tests.append(predicted_test)
+                    sizes.append(terms)
+            for (learner, c, weight, scaling), (truth, predicted, tests, sizes) in found.items():
+                rows.append(_row(seed, kind, learner, scaling, min_df, c, weight, int(np.mean(sizes)),
+                                 (np.concatenate(truth), np.concatenate(predicted)),
+                                 [(data.test.y, t) for t in tests], share, folds))
     return rows
 
 
-def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, test, share) -> dict:
-    """One setting's figures (``val`` and ``test`` are (truth, predicted)), also printed as JSON."""
+def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, tests, share, folds=0) -> dict:
+    """One setting's figures, also printed as JSON.
+
+    ``val`` is (truth, predicted) over every held-out document (all folds' together); ``tests``
+    is one (truth, predicted) per fitted model, whose test figures are averaged.
+    """
     from sklearn.metrics import f1_score
 
     row = {"seed": seed, "features": kind, "learner": learner, "scaling": scaling, "min_df": min_df, "c": c,
-           "class_weight": weight, "fit_share": share, "terms": terms}
-    for split, (y, predicted) in (("val", val), ("test", test)):
-        row[f"{split}_accuracy"] = float(np.mean(predicted == y))
-        row[f"{split}_macro_f1"] = float(f1_score(y, predicted, average="macro"))
+           "class_weight": weight, "fit_share": share, "folds": folds, "terms": terms}
+    y, predicted = val
+    row["val_accuracy"] = float(np.mean(predicted == y))
+    row["val_macro_f1"] = float(f1_score(y, predicted, average="macro"))
+    row["test_accuracy"] = float(np.mean([np.mean(p == t) for t, p in tests]))
+    row["test_macro_f1"] = float(np.mean([f1_score(t, p, average="macro") for t, p in tests]))
     print(json.dumps(row), flush=True)
     return row
 
 
 def _key(row: dict) -> tuple:
     return (row.get("features", "word"), row.get("learner", "svm"), row.get("scaling", "none"), row["min_df"],
-            row["c"], row.get("class_weight", "none"), row.get("fit_share", 1.0))
+            row["c"], row.get("class_weight", "none"), row.get("fit_share", 1.0), row.get("folds", 0))
 
 
 def table(rows: list[dict]) -> str:
     columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
-    lines = ["| features | learner | scaling | min_df | C | class weight | fit share | terms (mean) | val accuracy | "
-             "val macro-F1 | test accuracy | test macro-F1 |", "|---|---|---|---:|---:|---|---:|---:|---|---|---|---|"]
+    header = ("| features | learner | scaling | min_df | C | class weight | fit share | folds | terms (mean) | "
+              "val accuracy | val macro-F1 | test accuracy | test macro-F1 |")
+    lines = [header, "|---|---|---|---:|---:|---|---:|---:|---:|---|---|---|---|"]
     for key in sorted({_key(r) for r in rows}):
         mine = [r for r in rows if _key(r) == key]
-        kind, learner, scaling, min_df, c, weight, share = key
+        kind, learner, scaling, min_df, c, weight, share, folds = key
         figures = " | ".join(mean_std([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
         terms = np.mean([r["terms"] for r in mine])
-        lines.append(f"| {kind} | {learner} | {scaling} | {min_df} | {c:g} | {weight} | {share:g} | {terms:,.0f} | "
-                     f"{figures} |")
+        lines.append(f"| {kind} | {learner} | {scaling} | {min_df} | {c:g} | {weight} | {share:g} | "
+                     f"{folds or '—'} | {terms:,.0f} | {figures} |")
     return "\n".join(lines)
 
 
@@ -222,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-shares", default="1", help="comma-separated shares of the fit split to fit on, "
                                                          "each in (0, 1]")
     parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--folds", type=int, default=0,
+                        help="judge on K stratified folds of the whole training split (every training document "
+                             "held out once) instead of each seed's validation split; 0: the validation split")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ngram-grid.json")
     args = parser.parse_args(argv)
     features = [f for f in args.features.split(",") if f]
@@ -239,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     shares = [float(f) for f in args.fit_shares.split(",") if f]
     if not shares or any(not 0 < f <= 1 for f in shares):
         parser.error("--fit-shares: each share must be in (0, 1]")
+    if args.folds == 1 or args.folds < 0:
+        parser.error("--folds: 0 (the validation split) or at least 2")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
                 [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings, learners,
-                shares)
+                shares, args.folds)
     write_rows(args.out, rows)
     print(table(rows))
     return 0

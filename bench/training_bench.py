@@ -203,7 +203,7 @@ def _members_wall(state: State, members: list[str], seed: int) -> float:
 
 ROW_ORDER = ["rnn-seed", *VARIANTS, NGRAM, *[hybrid_name(v) for v in VARIANTS], ENSEMBLE, QUICK]
 DESCRIPTION = {"rnn-seed": "SimpleRNN, `seed` preset (the lesson's reference)",
-               NGRAM: "TF-IDF 1-2-gram LinearSVC in the graph, softmax calibrated on validation",
+               NGRAM: "TF-IDF 1-2-gram NB-SVM in the graph, softmax calibrated on validation",
                ENSEMBLE: "weighted geometric mean of the four variants and ngram",
                QUICK: "`quick` preset, ngram (what the quickstart classifies with); train min: the whole quick run",
                **{v: f"pure {v}, `default` preset" for v in VARIANTS},

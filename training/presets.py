@@ -61,9 +61,12 @@ class TrainSettings(BaseModel):
                                            "the fit and validation splits together and export that model (with the "
                                            "first model's validation probabilities, figures and threshold)")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of training data held out")
-    # chosen on validation, 3 seeds (docs/benchmarks.md, what was tried)
+    # chosen on validation and on 5-fold cross-validation, 3 seeds (docs/benchmarks.md, what was tried)
     ngram_min_df: int = Field(3, ge=1, description="n-gram model: keep 1-2-grams in at least this many fit documents")
-    ngram_c: float = Field(4.0, gt=0, description="n-gram model: the linear SVM's C")
+    ngram_learner: Literal["svm", "nb-svm"] = Field(
+        "nb-svm", description="n-gram model: a linear SVM on the TF-IDF features, or NB-SVM (each topic's SVM on "
+                              "the features scaled by its naive-Bayes log-count ratio)")
+    ngram_c: float = Field(1.0, gt=0, description="n-gram model: the SVM's C")
     calibrate: bool = Field(True, description="fit a temperature on validation and bake it in")
     target_precision: float = Field(0.97, gt=0, le=1, description="abstain threshold's precision")
     train_limit: int | None = Field(None, ge=1, description="use only the first N training docs")

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from training.evaluate import ServingModel
 from training.layout import INPUT_KEY, NGRAM, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
-from training.ngrams import NGramClassifier, fit_vocabulary, train_ngram
+from training.ngrams import _ABSENT_BIAS, NGramClassifier, _sparse_rows, fit_vocabulary, nb_svm, train_ngram
 from training.presets import preset
 
 SLICE = dict(train_limit=400, test_limit=100)
@@ -61,6 +61,39 @@ def test_refit_keeps_the_temperature_and_fits_on_validation_too(tmp_path, ngram_
     fit, val = reuters46.validation_split(plain.settings["val_fraction"], 3)
     both = fit.head(SLICE["train_limit"]).texts() + val.texts()
     assert refit.metrics["n_terms"] == len(fit_vocabulary(both, min_df=plain.settings["ngram_min_df"])[0])
+
+
+def test_nb_svm_scores_unscaled_features_as_its_svms_score_scaled_ones(reuters46):
+    from sklearn.svm import LinearSVC
+
+    fit = reuters46.train.head(300)
+    vocabulary, idf = fit_vocabulary(fit.texts(), min_df=2)
+    layer = NGramClassifier(vocabulary, idf, np.zeros((len(vocabulary), 46)), np.zeros(46))
+    x = _sparse_rows(layer.features, fit.texts())[:, 1:]
+    weights, bias = nb_svm(x, fit.y, 46, c=1.0, seed=1)
+    dense = x.toarray()
+    for label in np.unique(fit.y)[:3]:  # three of the topics in the slice
+        mine = fit.y == label
+        p = (dense[mine] > 0).sum(axis=0) + 1.0
+        q = (dense[~mine] > 0).sum(axis=0) + 1.0
+        ratio = np.log(p / p.sum()) - np.log(q / q.sum())
+        svm = LinearSVC(C=1.0, random_state=1).fit(dense * ratio, mine)
+        np.testing.assert_allclose(dense @ weights[:, label] + bias[label], svm.decision_function(dense * ratio),
+                                   rtol=1e-4, atol=1e-4)
+    absent = sorted(set(range(46)) - set(fit.y.tolist()))
+    assert absent and np.all(bias[absent] == _ABSENT_BIAS) and not weights[:, absent].any()
+    assert (np.asarray(x @ weights + bias).argmax(axis=1) == fit.y).mean() > 0.9  # it learnt its fit split
+
+
+def test_the_learner_setting_reaches_the_export(tmp_path, ngram_root, reuters46):
+    nb = ngram_root.read_metadata(NGRAM, 1)
+    assert nb.settings["ngram_learner"] == "nb-svm"
+    root = ModelRoot(tmp_path)
+    plain = train_ngram(reuters46, preset("quick", **SLICE, ngram_learner="svm"), root, preset="tiny", seed=3)
+    assert plain.settings["ngram_learner"] == "svm" and plain.metrics["n_terms"] == nb.metrics["n_terms"]
+    texts = reuters46.test.texts()[:20]
+    served = [ServingModel(r.version_dir(NGRAM, 1)).predict(texts) for r in (ngram_root, root)]
+    assert np.abs(served[0] - served[1]).max() > 0.01  # same features, another linear model
 
 
 def test_export_has_the_raw_text_signature_labels_and_threshold(ngram_root):
