@@ -3,11 +3,9 @@
 Each seed's exported members (``train --variant all --seed S --model-root ROOT``, ROOT with
 ``{seed}`` in it) give their validation and test probabilities; each arm pools a set of them
 with today's weighted geometric mean (:func:`training.ensemble.choose_weights`, fitted on
-validation).  Arms beside today's five members:
+validation).  Arms beside today's five members (an NB-SVM arm, in the "more in the ensemble"
+row of docs/benchmarks.md, was dropped once ``ngram`` itself became that NB-SVM):
 
-- ``+nbsvm``: an NB-SVM over the same word 1-2-gram TF-IDF features (``bench.ngram_grid``), its
-  softmax scores as a sixth member (the fitted weight acts as its temperature); tried when
-  ``ngram`` was a plain SVM, since an NB-SVM itself (``ngram_learner``);
 - ``+char``: a LinearSVC over character 2-5-grams (``bench.ngram_grid``'s ``char`` features) as
   a member of its own, where side by side with the words in one SVM they gained nothing: a
   member that reads the text another way may err elsewhere;
@@ -49,7 +47,6 @@ import numpy as np
 from bench.common import DEFAULT_CORPUS, REPO, mean_std, write_rows
 
 MEMBERS = ("rnn", "lstm", "gru", "bilstm", "ngram")
-NBSVM_C = 1.0
 CHAR_C = 1.0  # the best C of the character features alone on validation (docs/benchmarks.md)
 TAUS = np.round(np.arange(0.0, 1.01, 0.1), 2)
 
@@ -67,15 +64,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _nbsvm(fit, texts: list[list[str]], seed: int, n_labels: int, min_df: int) -> list[np.ndarray]:
-    from bench.ngram_grid import _features
-    from training.ngrams import nb_svm
-
-    (x_fit, *rest), _ = _features("word", texts, min_df)
-    coef, bias = nb_svm(x_fit, fit.y, n_labels, c=NBSVM_C, seed=seed)
-    return [_softmax(np.asarray(x @ coef + bias)) for x in rest]
 
 
 def _char_svm(fit, texts: list[list[str]], seed: int, n_labels: int, min_df: int) -> list[np.ndarray]:
@@ -160,7 +148,6 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str
         root = Path(roots.format(seed=seed))
         pool = {m: _probs(root, m, texts) for m in members}
         arms = {"today": dict(pool),
-                "+nbsvm": pool | {"nbsvm": _nbsvm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)},
                 "+char": pool | {"char": _char_svm(fit, [fit.texts(), *texts], seed, len(data.labels), min_df)}}
         runs = {f"{variant}-{i}": _probs(Path(template.format(seed=seed)), variant, texts)
                 for i, (variant, template) in enumerate(extra, start=2)}
