@@ -23,6 +23,7 @@ Public API
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -43,6 +44,8 @@ from training.layout import (
 from training.presets import TrainSettings
 
 NGRAMS = 2
+# Another way to cut texts into terms: a batch of strings -> ragged ``[batch, None]`` terms (trials).
+Split = Callable[[tf.Tensor], tf.RaggedTensor]
 # NB-SVM's count smoothing (the paper's alpha).
 NB_SMOOTHING = 1.0
 # Classes absent from the fit split (tiny slices only) can never win.
@@ -60,10 +63,9 @@ class NGramClassifier(keras.layers.Layer):
     """
 
     def __init__(self, vocabulary: list[str], idf: np.ndarray, weights: np.ndarray, bias: np.ndarray,
-                 temperature: float = 1.0, **kwargs):
+                 temperature: float = 1.0, split: Split | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.vectorizer = keras.layers.TextVectorization(
-            output_mode="count", ngrams=NGRAMS, vocabulary=vocabulary, sparse=True, name="ngram_counts")
+        self.vectorizer = _vectorizer(vocabulary, split, name="ngram_counts")
         n_terms = len(vocabulary) + 1  # index 0 is the out-of-vocabulary bucket
         self.idf = self.add_weight(shape=(n_terms,), initializer="zeros", trainable=False, name="idf")
         self.kernel = self.add_weight(shape=(n_terms, weights.shape[1]), initializer="zeros",
@@ -100,9 +102,14 @@ class NGramClassifier(keras.layers.Layer):
         return tf.nn.softmax(self.scores(text) / self.temperature, axis=-1)
 
 
-def _vectorizer(vocabulary: list[str] | None = None) -> keras.layers.TextVectorization:
-    return keras.layers.TextVectorization(output_mode="count", ngrams=NGRAMS, sparse=True,
-                                          vocabulary=vocabulary)
+def _vectorizer(vocabulary: list[str] | None = None, split: Split | None = None,
+                **kwargs) -> keras.layers.TextVectorization:
+    """Term counts: of word 1-2-grams, or of the terms ``split`` makes of each text."""
+    if split is None:
+        return keras.layers.TextVectorization(output_mode="count", ngrams=NGRAMS, sparse=True,
+                                              vocabulary=vocabulary, **kwargs)
+    return keras.layers.TextVectorization(standardize=None, split=split, output_mode="count", sparse=True,
+                                          vocabulary=vocabulary, **kwargs)
 
 
 def _sparse_rows(layer, texts: list[str], batch_size: int = 512):
@@ -117,12 +124,13 @@ def _sparse_rows(layer, texts: list[str], batch_size: int = 512):
     return sparse.vstack(parts).tocsr()
 
 
-def fit_vocabulary(texts: list[str], min_df: int) -> tuple[list[str], np.ndarray]:
-    """1-2-grams in at least ``min_df`` of ``texts`` (most frequent first) and their smoothed IDF.
+def fit_vocabulary(texts: list[str], min_df: int, split: Split | None = None) -> tuple[list[str], np.ndarray]:
+    """1-2-grams (or the terms ``split`` makes) in at least ``min_df`` of ``texts``, most frequent
+    first, and their smoothed IDF.
 
     IDF is ``ln((1 + n) / (1 + df)) + 1``, the usual smoothed form.
     """
-    counter = _vectorizer()
+    counter = _vectorizer(split=split)
     counter.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(512))
     terms = counter.get_vocabulary()[1:]
     counts = _sparse_rows(counter, texts)

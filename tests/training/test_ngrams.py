@@ -43,6 +43,22 @@ def test_features_are_sublinear_tfidf_l2_normalised():
     assert dense[0, 0] == 0 and not dense[1].any()
 
 
+def test_terms_can_come_from_another_split():
+    """Trials cut texts another way (bench.char_ngram_trial); vocabulary and TF-IDF are the same."""
+    def words(text):
+        return tf.strings.split(text)  # as written: no lowercasing, no 2-grams
+
+    vocabulary, idf = fit_vocabulary(["Oil oil", "Oil gas", "gas"], min_df=2, split=words)
+    assert sorted(vocabulary) == ["Oil", "gas"]  # "oil" is in one document only
+    np.testing.assert_allclose(idf, [np.log(4 / 3) + 1] * 2, rtol=1e-6)
+    layer = NGramClassifier(vocabulary, idf, np.zeros((2, 1)), np.zeros(1), split=words)
+    dense = tf.sparse.to_dense(layer.features(tf.constant(["Oil Oil gas oil", ""]))).numpy()
+    column = {term: i + 1 for i, term in enumerate(vocabulary)}
+    raw = np.array([1 + np.log(2), 1.0])  # Oil twice, gas once; oil unknown
+    np.testing.assert_allclose(dense[0, [column["Oil"], column["gas"]]], raw / np.linalg.norm(raw), rtol=1e-5)
+    assert not dense[1].any()
+
+
 def test_vocabulary_comes_from_the_fit_split_only(ngram_root, reuters46):
     meta = ngram_root.read_metadata(NGRAM, 1)
     fit, val = reuters46.validation_split(meta.settings["val_fraction"], 3)
