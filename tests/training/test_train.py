@@ -11,7 +11,7 @@ from training.layout import NGRAM, VARIANTS, LayoutError, ModelRoot
 from training.models import TextEncoder, build_classifier
 from training.ngrams import train_ngram
 from training.presets import PRESETS, preset
-from training.train import export_combinations, train_variant
+from training.train import class_weights, export_combinations, train_variant
 
 TINY = dict(vocab_size=1500, max_length=32, embedding_dim=12, units=6, epochs=1, batch_size=32,
             train_limit=300, test_limit=120, patience=0)
@@ -220,3 +220,14 @@ def test_variant_tuning_applies_under_command_line_overrides():
     assert preset("default", "gru").learning_rate == preset("default").learning_rate
     assert preset("default", "lstm", learning_rate=1e-3).learning_rate == 1e-3
     assert preset("quick", "lstm").learning_rate == PRESETS["quick"]["learning_rate"]
+    assert preset("default", "bilstm").class_weight == "sqrt" and preset("default", "gru").class_weight == "none"
+    assert preset("default", "bilstm", class_weight="none").class_weight == "none"
+
+
+def test_square_root_class_weights_favour_rare_topics_and_average_one():
+    y = np.array([0] * 90 + [1] * 9 + [2])  # topic 3 absent
+    weights = class_weights(y, 4, "sqrt")
+    assert weights[3] == 0 and weights[2] > weights[1] > weights[0]
+    assert weights[2] / weights[0] == pytest.approx(np.sqrt(90))  # the square root of the frequency ratio
+    assert np.mean([weights[label] for label in y]) == pytest.approx(1.0)  # the loss keeps its scale
+    assert class_weights(y, 4, "none") is None
