@@ -222,7 +222,8 @@ def test_variant_tuning_applies_under_command_line_overrides():
     assert preset("quick", "lstm").learning_rate == PRESETS["quick"]["learning_rate"]
     assert preset("default", "bilstm").class_weight == "sqrt" and preset("default", "gru").class_weight == "none"
     assert preset("default", "bilstm", class_weight="none").class_weight == "none"
-    assert preset("default", "gru").units == 128 and preset("default", "lstm").units == preset("default").units
+    assert preset("default", "gru").units == preset("default", "rnn").units == 128
+    assert preset("default", "lstm").units == preset("default").units
 
 
 def test_square_root_class_weights_favour_rare_topics_and_average_one():
