@@ -44,6 +44,15 @@ the held-out predictions of all folds scored together; the seed draws the folds.
 figures beside them are the fold models' mean, still never used to choose::
 
     python -m bench.ngram_grid --folds 5 --min-df 3 --c 1,4 --scaling none,nb --class-weight none,balanced
+
+``--unlabelled`` puts the corpus's stories without a usable topic to work (never validation or
+test text): ``idf`` fits the vocabulary and IDF on them beside the fit split; ``pseudo`` fits the
+learner, labels each such story it is sure of (top score above 0 and above the runner-up by
+each of ``--pseudo-margins``) with its top topic, and fits again on the fit split and those
+stories::
+
+    python -m bench.ngram_grid --folds 5 --min-df 3 --c 1 --scaling nb --unlabelled none,idf,pseudo \
+        --pseudo-margins 0,0.5,1
 """
 
 from __future__ import annotations
@@ -64,11 +73,16 @@ SOFTMAX_EPOCHS = 30
 SOFTMAX_BATCH = 64
 SOFTMAX_RATE = 1e-2
 SCALINGS = ("none", "nb")
+UNLABELLED = ("none", "idf", "pseudo")
 CHAR_NGRAMS = (2, 5)
 
 
-def _features(kind: str, texts: list[list[str]], min_df: int) -> tuple[list, int]:
-    """Feature matrices of the fit, validation and test texts, and the number of terms."""
+def _features(kind: str, texts: list[list[str]], min_df: int,
+              vocabulary_texts: list[str] | None = None) -> tuple[list, int]:
+    """Feature matrices of each list of ``texts`` (the fit split's first), and the number of terms.
+
+    The word vocabulary and IDF come from ``vocabulary_texts`` when given, else from the fit split.
+    """
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -76,7 +90,7 @@ def _features(kind: str, texts: list[list[str]], min_df: int) -> tuple[list, int
 
     parts, terms = [], 0
     if kind in ("word", "word+char", "word+title"):
-        vocabulary, idf = fit_vocabulary(texts[0], min_df)
+        vocabulary, idf = fit_vocabulary(vocabulary_texts or texts[0], min_df)
         layer = NGramClassifier(vocabulary, idf, np.zeros((len(vocabulary), 1)), np.zeros(1))
         parts.append([_sparse_rows(layer.features, t)[:, 1:] for t in texts])
         terms += len(vocabulary)
@@ -129,8 +143,9 @@ def _softmax_regression(x_fit, y_fit, x_val, y_val, n_labels: int, seed: int) ->
     return best[1], best[2]
 
 
-def _predict(setting: tuple, x_fit, y_fit, x_val, y_val, x_test, n_labels: int, seed: int):
-    """(validation, test) predictions of one learner setting fitted on ``x_fit``."""
+def _learn(setting: tuple, x_fit, y_fit, x_val, y_val, n_labels: int, seed: int):
+    """A function from features to ``[documents, n_labels]`` topic scores: one learner setting fitted
+    on ``x_fit`` (a topic missing from ``y_fit`` scores -inf)."""
     from sklearn.svm import LinearSVC
 
     learner, c, weight, scaling = setting
@@ -142,8 +157,30 @@ def _predict(setting: tuple, x_fit, y_fit, x_val, y_val, x_test, n_labels: int, 
         coef, bias = nb_svm(x_fit, y_fit, n_labels, c=c, seed=seed)
     else:
         svm = LinearSVC(C=c, random_state=seed, class_weight=None if weight == "none" else weight).fit(x_fit, y_fit)
-        return svm.predict(x_val), svm.predict(x_test)
-    return tuple(np.asarray(x @ coef + bias).argmax(axis=1) for x in (x_val, x_test))
+
+        def scores(x):
+            out = np.full((x.shape[0], n_labels), -np.inf)
+            out[:, svm.classes_] = svm.decision_function(x)
+            return out
+        return scores
+    return lambda x: np.asarray(x @ coef + bias)
+
+
+def _predict(setting: tuple, x_fit, y_fit, x_val, y_val, x_test, n_labels: int, seed: int,
+             x_unlabelled=None, margin: float = 1.0):
+    """(validation, test) predictions of one learner setting fitted on ``x_fit``, and with
+    ``x_unlabelled`` fitted again beside the unlabelled texts it is sure of (pseudo-labels)."""
+    scores = _learn(setting, x_fit, y_fit, x_val, y_val, n_labels, seed)
+    if x_unlabelled is not None:
+        from scipy.sparse import vstack
+
+        found = scores(x_unlabelled)
+        runner_up, top = np.sort(found, axis=1)[:, -2:].T
+        sure = np.flatnonzero((top > 0) & (top - runner_up > margin))
+        print(f"pseudo-labelled {len(sure)} of {x_unlabelled.shape[0]} unlabelled texts", file=sys.stderr)
+        scores = _learn(setting, vstack([x_fit, x_unlabelled[sure]]).tocsr(), np.r_[y_fit, found[sure].argmax(axis=1)],
+                        x_val, y_val, n_labels, seed)
+    return tuple(scores(x).argmax(axis=1) for x in (x_val, x_test))
 
 
 def _settings(cs, class_weights, scalings, learners) -> list[tuple]:
@@ -169,11 +206,14 @@ def _folds(train, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], val_fraction: float,
          features: list[str] = ("word",), class_weights: list[str] = ("none",),
          scalings: list[str] = ("none",), learners: list[str] = ("svm",),
-         fit_shares: list[float] = (1.0,), folds: int = 0) -> list[dict]:
-    from training.dataset import load
+         fit_shares: list[float] = (1.0,), folds: int = 0, unlabelled: list[str] = ("none",),
+         margins: list[float] = (1.0,)) -> list[dict]:
+    from training.dataset import load, texts_of
 
     data = load(corpus)
+    stories = [t for t in texts_of(data.unlabelled) if t.strip()]
     settings = _settings(cs, class_weights, scalings, learners)
+    uses = [(u, m) for u in unlabelled for m in (margins if u == "pseudo" else [None])]
     rows = []
     for seed, share in ((s, f) for s in seeds for f in fit_shares):
         if folds:
@@ -181,14 +221,16 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
         else:
             parts = [data.validation_split(val_fraction, seed)]
         parts = [(fit.head(max(1, round(share * len(fit)))), val) for fit, val in parts]
-        for kind, min_df in ((k, m) for k in features for m in min_dfs):
+        for kind, min_df, (use, margin) in ((k, m, u) for k in features for m in min_dfs for u in uses):
             found = {setting: ([], [], [], []) for setting in settings}  # truth, predicted (val), test predicted, terms
             for fit, val in parts:
-                (x_fit, x_val, x_test), terms = _features(kind, [fit.texts(), val.texts(), data.test.texts()],
-                                                          min_df)
+                texts = [fit.texts(), val.texts(), data.test.texts()] + ([stories] if use == "pseudo" else [])
+                matrices, terms = _features(kind, texts, min_df,
+                                            fit.texts() + stories if use == "idf" else None)
+                x_fit, x_val, x_test = matrices[:3]
                 for setting in settings:
                     predicted_val, predicted_test = _predict(setting, x_fit, fit.y, x_val, val.y, x_test,
-                                                             len(data.labels), seed)
+                                                             len(data.labels), seed, *matrices[3:], margin)
                     truth, predicted, tests, sizes = found[setting]
                     truth.append(val.y)
                     predicted.append(predicted_val)
@@ -197,11 +239,13 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
             for (learner, c, weight, scaling), (truth, predicted, tests, sizes) in found.items():
                 rows.append(_row(seed, kind, learner, scaling, min_df, c, weight, int(np.mean(sizes)),
                                  (np.concatenate(truth), np.concatenate(predicted)),
-                                 [(data.test.y, t) for t in tests], share, folds))
+                                 [(data.test.y, t) for t in tests], share, folds,
+                                 f"pseudo (margin {margin:g})" if use == "pseudo" else use))
     return rows
 
 
-def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, tests, share, folds=0) -> dict:
+def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, tests, share, folds=0,
+         unlabelled="none") -> dict:
     """One setting's figures, also printed as JSON.
 
     ``val`` is (truth, predicted) over every held-out document (all folds' together); ``tests``
@@ -210,7 +254,7 @@ def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, tests, sha
     from sklearn.metrics import f1_score
 
     row = {"seed": seed, "features": kind, "learner": learner, "scaling": scaling, "min_df": min_df, "c": c,
-           "class_weight": weight, "fit_share": share, "folds": folds, "terms": terms}
+           "class_weight": weight, "fit_share": share, "folds": folds, "unlabelled": unlabelled, "terms": terms}
     y, predicted = val
     row["val_accuracy"] = float(np.mean(predicted == y))
     row["val_macro_f1"] = float(f1_score(y, predicted, average="macro"))
@@ -222,21 +266,22 @@ def _row(seed, kind, learner, scaling, min_df, c, weight, terms, val, tests, sha
 
 def _key(row: dict) -> tuple:
     return (row.get("features", "word"), row.get("learner", "svm"), row.get("scaling", "none"), row["min_df"],
-            row["c"], row.get("class_weight", "none"), row.get("fit_share", 1.0), row.get("folds", 0))
+            row["c"], row.get("class_weight", "none"), row.get("fit_share", 1.0), row.get("folds", 0),
+            row.get("unlabelled", "none"))
 
 
 def table(rows: list[dict]) -> str:
     columns = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
-    header = ("| features | learner | scaling | min_df | C | class weight | fit share | folds | terms (mean) | "
-              "val accuracy | val macro-F1 | test accuracy | test macro-F1 |")
-    lines = [header, "|---|---|---|---:|---:|---|---:|---:|---:|---|---|---|---|"]
+    header = ("| features | learner | scaling | min_df | C | class weight | fit share | folds | unlabelled | "
+              "terms (mean) | val accuracy | val macro-F1 | test accuracy | test macro-F1 |")
+    lines = [header, "|---|---|---|---:|---:|---|---:|---:|---|---:|---|---|---|---|"]
     for key in sorted({_key(r) for r in rows}):
         mine = [r for r in rows if _key(r) == key]
-        kind, learner, scaling, min_df, c, weight, share, folds = key
+        kind, learner, scaling, min_df, c, weight, share, folds, use = key
         figures = " | ".join(mean_std([r[k] for r in mine]) if all(k in r for r in mine) else "—" for k in columns)
         terms = np.mean([r["terms"] for r in mine])
         lines.append(f"| {kind} | {learner} | {scaling} | {min_df} | {c:g} | {weight} | {share:g} | "
-                     f"{folds or '—'} | {terms:,.0f} | {figures} |")
+                     f"{folds or '—'} | {use} | {terms:,.0f} | {figures} |")
     return "\n".join(lines)
 
 
@@ -256,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=0,
                         help="judge on K stratified folds of the whole training split (every training document "
                              "held out once) instead of each seed's validation split; 0: the validation split")
+    parser.add_argument("--unlabelled", default="none",
+                        help=f"comma-separated, of {', '.join(UNLABELLED)}: what the stories without a usable "
+                             "topic are used for")
+    parser.add_argument("--pseudo-margins", default="1",
+                        help="comma-separated; pseudo-labels: the lead over the runner-up score a story needs "
+                             "to be labelled")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ngram-grid.json")
     args = parser.parse_args(argv)
     features = [f for f in args.features.split(",") if f]
@@ -273,11 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     shares = [float(f) for f in args.fit_shares.split(",") if f]
     if not shares or any(not 0 < f <= 1 for f in shares):
         parser.error("--fit-shares: each share must be in (0, 1]")
+    unlabelled = [u for u in args.unlabelled.split(",") if u]
+    if set(unlabelled) - set(UNLABELLED):
+        parser.error(f"unknown --unlabelled {sorted(set(unlabelled) - set(UNLABELLED))}; "
+                     f"choose from {', '.join(UNLABELLED)}")
     if args.folds == 1 or args.folds < 0:
         parser.error("--folds: 0 (the validation split) or at least 2")
     rows = grid(args.corpus, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.min_df.split(",")],
                 [float(c) for c in args.c.split(",")], args.val_fraction, features, weights, scalings, learners,
-                shares, args.folds)
+                shares, args.folds, unlabelled, [float(m) for m in args.pseudo_margins.split(",") if m])
     write_rows(args.out, rows)
     print(table(rows))
     return 0
