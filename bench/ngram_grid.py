@@ -225,12 +225,12 @@ def grid(corpus: Path, seeds: list[int], min_dfs: list[int], cs: list[float], va
             found = {setting: ([], [], [], []) for setting in settings}  # truth, predicted (val), test predicted, terms
             for fit, val in parts:
                 texts = [fit.texts(), val.texts(), data.test.texts()] + ([stories] if use == "pseudo" else [])
-                matrices, terms = _features(kind, texts, min_df,
-                                            fit.texts() + stories if use == "idf" else None)
+                matrices, terms = _features(kind, texts, min_df, texts[0] + stories if use == "idf" else None)
                 x_fit, x_val, x_test = matrices[:3]
+                x_stories = matrices[3] if use == "pseudo" else None
                 for setting in settings:
                     predicted_val, predicted_test = _predict(setting, x_fit, fit.y, x_val, val.y, x_test,
-                                                             len(data.labels), seed, *matrices[3:], margin)
+                                                             len(data.labels), seed, x_stories, margin)
                     truth, predicted, tests, sizes = found[setting]
                     truth.append(val.y)
                     predicted.append(predicted_val)
