@@ -18,6 +18,9 @@ row of docs/benchmarks.md, was dropped once ``ngram`` itself became that NB-SVM)
   Validation can no longer judge it (the members have seen it), so it has test figures only;
   with ``--hold-out-validation`` (both roots trained with ``train --hold-out-validation``) those
   "test" figures are the validation split's, which none of the models has read;
+- ``+sentence`` (with ``--sentence FILE`` from ``bench.sentence_trial embed``): a logistic
+  regression on a frozen pretrained sentence encoder's embeddings as a member of its own (the
+  member alone is the ``sentence`` row);
 - ``prior``: today's pool with ``tau * log(prior)`` subtracted from its logits (the fit split's
   topic shares), tau chosen on validation macro-F1 over a grid: a trial for rare topics.
 
@@ -135,7 +138,7 @@ def _out_of_fold(members: dict[str, list[np.ndarray]], y_val: np.ndarray, seed: 
 
 def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str]], val_fraction: float,
           min_df: int, members: tuple[str, ...] = MEMBERS, refit: str | None = None,
-          hold_out_validation: bool = False) -> list[dict]:
+          hold_out_validation: bool = False, sentence: Path | None = None) -> list[dict]:
     from training.dataset import load
 
     everything = load(corpus)
@@ -154,6 +157,13 @@ def trial(corpus: Path, roots: str, seeds: list[int], extra: list[tuple[str, str
         arms.update({f"+{run}": pool | {run: probs} for run, probs in runs.items()})
         if len(runs) > 1:
             arms[f"+{len(runs)} runs"] = pool | runs
+        if sentence:
+            from bench.sentence_trial import member
+
+            encoded = member(sentence, fit, [val, data.test], len(data.labels), seed)
+            rows.append({"seed": seed, "arm": "sentence", **_both(encoded, ys)})
+            print(json.dumps(rows[-1]), flush=True)
+            arms["+sentence"] = pool | {"sentence": encoded}
         for arm, pooled_members in arms.items():
             pooled, weights, fitted = _pool(pooled_members, val.y)
             out_of_fold = _figures(_out_of_fold(pooled_members, val.y, seed), val.y)
@@ -200,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-out-validation", action="store_true",
                         help="the roots were trained with train --hold-out-validation: their \"test\" is the "
                              "validation split")
+    parser.add_argument("--sentence", type=Path,
+                        help="sentence embeddings from bench.sentence_trial embed: one more member")
     parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ensemble-trial.json")
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [tuple(item.split("=", 1)) for item in args.extra]
     members = tuple(m for m in args.members.split(",") if m)
     rows = trial(args.corpus, args.roots, [int(s) for s in args.seeds.split(",")], extra, args.val_fraction,
-                 args.min_df, members, args.refit, args.hold_out_validation)
+                 args.min_df, members, args.refit, args.hold_out_validation, args.sentence)
     write_rows(args.out, rows)
     print(table(rows))
     return 0
