@@ -23,6 +23,7 @@ ensemble, against that ensemble in one run::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -40,8 +41,6 @@ def encoder_module(encoder: Path, max_pieces: int):
     encoder's own vocabulary (lowercased, accents stripped), then BERT's layers with the weights
     of ``model.safetensors``, mean pooling over the pieces and L2 normalisation, as
     sentence-transformers computes them.  What serving the member in a SavedModel would run."""
-    import json
-
     import tensorflow as tf
     import tensorflow_text as tf_text
     from safetensors.numpy import load_file
@@ -120,35 +119,38 @@ def embed(corpus: Path, encoder: Path, out: Path, batch_size: int, max_pieces: i
 def member(path: Path, fit, splits, n_labels: int, seed: int) -> list[np.ndarray]:
     """Probabilities ``[n, n_labels]`` on each of ``splits`` from a logistic regression on the
     embeddings of ``fit`` (C chosen by cross-validation on ``fit`` alone)."""
-    model, x = _regression(path, fit, seed)
+    vectors_of, _ = _stored(path)
+    model = _regression(vectors_of, fit, seed)
     probs = []
     for split in splits:
         p = np.full((len(split), n_labels), 1e-9)
-        p[:, model.classes_] = model.predict_proba(x(split))
+        p[:, model.classes_] = model.predict_proba(vectors_of(split.documents))
         probs.append(p / p.sum(axis=1, keepdims=True))
     return probs
 
 
-def _regression(path: Path, fit, seed: int):
-    """The logistic regression fitted on ``fit``'s stored embeddings, and the embeddings of a split."""
+def _stored(path: Path):
+    """What ``embed`` wrote: a function from documents to their vectors, and the word pieces read."""
+    stored = np.load(path)
+    vectors = stored["vectors"]
+    row = {int(i): k for k, i in enumerate(stored["newid"])}
+    return (lambda documents: vectors[[row[d.newid] for d in documents]]), int(stored["max_seq_length"])
+
+
+def _regression(vectors_of, fit, seed: int):
+    """The logistic regression fitted on ``fit``'s stored embeddings."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
-    stored = np.load(path)
-    row = {int(i): k for k, i in enumerate(stored["newid"])}
-
-    def x(split):
-        return stored["vectors"][[row[d.newid] for d in split.documents]]
 
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     search = GridSearchCV(LogisticRegression(max_iter=3000), {"C": C_GRID}, cv=folds, n_jobs=1)
     with warnings.catch_warnings():  # topics with fewer stories than folds
         warnings.simplefilter("ignore", UserWarning)
-        search.fit(x(fit), fit.y)
+        search.fit(vectors_of(fit.documents), fit.y)
     model = search.best_estimator_
     print(f"sentence member, seed {seed}: C {search.best_params_['C']} (cv accuracy {search.best_score_:.4f})",
           flush=True)
-    return model, x
+    return model
 
 
 def speed(corpus: Path, encoder: Path, embeddings: Path, root: Path, seed: int, n_texts: int,
@@ -161,16 +163,18 @@ def speed(corpus: Path, encoder: Path, embeddings: Path, root: Path, seed: int, 
 
     from bench.training_bench import docs_per_second
     from training.dataset import load
+    from training.ensemble import PRODUCT
     from training.export import write_ensemble_model
-    from training.layout import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
+    from training.layout import ENSEMBLE, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
 
     data = load(corpus)
     fit, _ = data.validation_split(val_fraction, seed)
-    regression, _ = _regression(embeddings, fit, seed)
+    vectors_of, max_pieces = _stored(embeddings)
+    regression = _regression(vectors_of, fit, seed)
     kernel = np.zeros((regression.coef_.shape[1], len(data.labels)), np.float32)
     bias = np.full(len(data.labels), -1e3, np.float32)
     kernel[:, regression.classes_], bias[regression.classes_] = regression.coef_.T, regression.intercept_
-    encode = encoder_module(encoder, int(np.load(embeddings)["max_seq_length"]))
+    encode = encoder_module(encoder, max_pieces)
 
     class Member(tf.Module):
         def __init__(self):
@@ -182,11 +186,9 @@ def speed(corpus: Path, encoder: Path, embeddings: Path, root: Path, seed: int, 
             return {OUTPUT_KEY: tf.nn.softmax(tf.matmul(self.encode(text), self.kernel) + self.bias)}
 
     layout = ModelRoot(root)
-    ensemble = layout.version_dir("ensemble", layout.latest("ensemble"))
+    ensemble = layout.version_dir(ENSEMBLE, layout.latest(ENSEMBLE))
     texts = data.test.texts()[:n_texts]
-    stored = np.load(embeddings)
-    row = {int(i): k for k, i in enumerate(stored["newid"])}
-    want = stored["vectors"][[row[d.newid] for d in data.test.documents[:n_texts]]]
+    want = vectors_of(data.test.documents[:n_texts])
     got = np.concatenate([encode(texts[i:i + 64]).numpy() for i in range(0, len(texts), 64)])
     print(f"in-graph encoder against sentence-transformers on {len(texts)} test stories: lowest cosine "
           f"{float((got * want).sum(axis=1).min()):.7f}", flush=True)
@@ -194,7 +196,7 @@ def speed(corpus: Path, encoder: Path, embeddings: Path, root: Path, seed: int, 
         alone, pooled = Path(tmp) / "sentence", Path(tmp) / "pooled"
         module = Member()
         tf.saved_model.save(module, str(alone), signatures={SIGNATURE_NAME: module.serve})
-        write_ensemble_model(pooled, [ensemble, alone], weights=[0.5, 0.5], pooling="product")
+        write_ensemble_model(pooled, [ensemble, alone], weights=[0.5, 0.5], pooling=PRODUCT)
         rates = docs_per_second([ensemble, alone, pooled], texts)
     return list(zip(("ensemble (today)", "sentence member", "ensemble + sentence member"), rates, strict=True))
 
