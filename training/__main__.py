@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from training.corpus import CorpusError
-from training.layout import CUDNN, DEFAULT_SERVING_BASE, GENERIC, NGRAM, VARIANTS, LayoutError, ModelRoot
+from training.layout import CUDNN, DEFAULT_SERVING_BASE, GENERIC, NGRAM, SENTENCE, VARIANTS, LayoutError, ModelRoot
 from training.presets import PRESETS, TrainSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_CANDIDATES = (REPO / "data" / "reuters21578.tar.gz", REPO.parent / "shared" / "data" / "reuters21578")
 EXIT_USAGE = 2
-TRAINABLE = (*VARIANTS, NGRAM)
+TRAINABLE = (*VARIANTS, NGRAM, SENTENCE)
 
 
 class UsageError(Exception):
@@ -49,6 +49,8 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
                                help=help_text)
         elif get_origin(kind) is Literal:
             group.add_argument(flag, dest=name, choices=get_args(kind), default=None, help=help_text)
+        elif str in (kind, *get_args(kind)):
+            group.add_argument(flag, dest=name, default=None, help=help_text)
         else:
             numeric = float if kind is float or float in get_args(kind) else int
             group.add_argument(flag, dest=name, type=numeric, default=None, help=help_text)
@@ -78,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_corpus(p)
     with_root(p)
     p.add_argument("--variant", default="all",
-                   help=f"{'|'.join(TRAINABLE)}|all (all: the four variants, the n-gram model, "
-                        "their hybrids and the ensemble)")
+                   help=f"{'|'.join(TRAINABLE)}|all (all: the four variants, the n-gram model, the "
+                        "sentence member unless --sentence-pieces 0, their hybrids and the ensemble)")
     p.add_argument("--preset", default="default", choices=list(PRESETS))
     p.add_argument("--seed", type=int, default=1, help="seed for split, weights and batch order")
     p.add_argument("--name", default=None, help="model name in the root (single variant only)")
@@ -168,12 +170,16 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     if args.variant != "all" and args.variant not in TRAINABLE:
         raise UsageError(f"unknown variant {args.variant!r}; choose one of {', '.join(TRAINABLE)} or all")
-    variants = list(TRAINABLE) if args.variant == "all" else [args.variant]
+    from training.presets import preset
+    shared = preset(args.preset, **_overrides(args))
+    variants = [args.variant] if args.variant != "all" else [
+        v for v in TRAINABLE if v != SENTENCE or shared.sentence_pieces]
     if args.name and len(variants) > 1:
         raise UsageError("--name needs a single --variant")
-    from training.presets import preset
     settings = {variant: preset(args.preset, variant, **_overrides(args)) for variant in variants}
-    shared = preset(args.preset, **_overrides(args))
+    if SENTENCE in variants:  # before hours of training the others, not after
+        from training.sentence import encoder_folder
+        encoder_folder(settings[SENTENCE].sentence_encoder)
     root = ModelRoot(args.model_root)
     root.ensure_writable()
     data = _load(args.corpus)
@@ -182,6 +188,7 @@ def cmd_train(args) -> int:
         print(f"holding out the validation split: training on {len(data.train)} documents, "
               f"scoring on {len(data.test)} validation documents in place of test", flush=True)
     from training.ngrams import train_ngram
+    from training.sentence import train_sentence
     from training.train import export_combinations, train_variant
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     for variant in variants:
@@ -190,6 +197,9 @@ def cmd_train(args) -> int:
         if variant == NGRAM:
             m = train_ngram(data, settings[variant], root, name=args.name or NGRAM, preset=args.preset,
                             seed=args.seed, serving_base=args.serving_base_path)
+        elif variant == SENTENCE:
+            m = train_sentence(data, settings[variant], root, name=args.name or SENTENCE, preset=args.preset,
+                               seed=args.seed, cache_dir=args.cache_dir, serving_base=args.serving_base_path)
         else:
             m = train_variant(data, variant, settings[variant], root, name=args.name, preset=args.preset,
                               seed=args.seed, log_dir=args.log_dir, verbose=verbose,

@@ -14,6 +14,7 @@ import numpy as np
 
 from training.calibration import expected_calibration_error
 from training.layout import EXTRA_DIR, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
+from training.savedmodel import load as load_savedmodel
 
 HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
@@ -28,7 +29,7 @@ class ServingModel:
         import tensorflow as tf
         self._tf = tf
         self.path = Path(path)
-        self._loaded = tf.saved_model.load(str(self.path))
+        self._loaded = load_savedmodel(self.path)
         self._signature = self._loaded.signatures[SIGNATURE_NAME]
 
     def predict(self, texts: list[str], batch_size: int = 256) -> np.ndarray:

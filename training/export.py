@@ -61,6 +61,7 @@ from training.layout import (
 )
 from training.lengths import trim_to_longest
 from training.models import TextEncoder, disable_cudnn
+from training.savedmodel import load as load_savedmodel
 
 WARMUP_SAMPLES = 4
 _TEXT_SPEC = tf.TensorSpec(shape=[None], dtype=tf.string, name=INPUT_KEY)
@@ -159,7 +160,7 @@ def _traced_kernels(classifier: keras.Model, kernels: str) -> Iterator[None]:
 class _Ensemble(tf.Module):
     def __init__(self, members: list[Path], temperature: float, weights: list[float], pooling: str):
         super().__init__()
-        self.members = [tf.saved_model.load(str(p)) for p in members]
+        self.members = [load_savedmodel(p) for p in members]
         self.temperature = temperature
         self.weights = [float(w) for w in weights]
         self.pooling = pooling

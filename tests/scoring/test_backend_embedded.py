@@ -30,7 +30,7 @@ def backend(tiny_model_root):
     backend.close()
 
 
-@pytest.mark.parametrize("model", ["rnn", "gru", "ensemble"])
+@pytest.mark.parametrize("model", ["rnn", "gru", "sentence", "ensemble"])
 def test_same_probabilities_as_the_saved_model(backend, tiny_model_root, model):
     root = ModelRoot(tiny_model_root)
     result = backend.classify(SAMPLE_TEXTS, model)

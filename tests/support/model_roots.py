@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from training.layout import EXTRA_DIR, INPUT_KEY, LABELS_FILE, METADATA_FILE, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
+from training.savedmodel import load as load_savedmodel
 
 
 def publish_copy(root: ModelRoot, model: str, version: int) -> int:
@@ -52,7 +53,7 @@ def saved_model_probabilities(root: ModelRoot, model: str, version: int, texts: 
 
     from training.layout import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 
-    loaded = tf.saved_model.load(str(root.version_dir(model, version)))
+    loaded = load_savedmodel(root.version_dir(model, version))
     output = loaded.signatures[SIGNATURE_NAME](**{INPUT_KEY: tf.constant(texts)})
     return output[OUTPUT_KEY].numpy()
 

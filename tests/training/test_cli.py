@@ -137,6 +137,29 @@ def test_train_exports_the_cudnn_flavour_on_request(tmp_path, corpus_dir):
     assert 0.0 <= models.read_metadata("gru", 1).metrics["test_accuracy"] <= 1.0
 
 
+def test_train_all_trains_the_sentence_member_into_the_ensemble(tmp_path, corpus_dir, tiny_encoder):
+    root = tmp_path / "models"
+    done = run("train", "--variant", "all", "--preset", "quick", "--corpus", str(corpus_dir), "--model-root", str(root),
+               "--log-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+               "--train-limit", "200", "--test-limit", "50", "--vocab-size", "500", "--max-length", "16",
+               "--units", "4", "--embedding-dim", "8", "--sentence-pieces", "16", "--sentence-encoder", str(tiny_encoder),
+               timeout=420)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[sentence] exported sentence/1: test accuracy" in done.stdout
+    models = ModelRoot(root)
+    meta = models.read_metadata("sentence", 1)
+    assert meta.settings["sentence_pieces"] == 16 and meta.settings["sentence_encoder"] == str(tiny_encoder)
+    assert list((tmp_path / "cache" / "sentence").glob("*-16.npz"))
+    assert 'name: "sentence"' in (root / "models.config").read_text()
+    assert models.versions("ensemble") == [1] and models.versions("gru-ngram") == [1]
+
+
+def test_sentence_member_without_its_encoder_is_one_clear_line(tmp_path, corpus_dir):
+    done = run("train", "--variant", "sentence", "--corpus", str(corpus_dir), "--model-root", str(tmp_path / "m"),
+               "--sentence-encoder", str(tmp_path / "nowhere"), "--train-limit", "100")
+    assert_clear_error(done, "lacks config.json")
+
+
 def test_evaluate_refuses_a_model_trained_on_other_labels(tmp_path, tiny_model_root, corpus_dir):
     root = tmp_path / "models"
     shutil.copytree(tiny_model_root, root)

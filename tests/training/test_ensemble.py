@@ -11,7 +11,7 @@ from training.evaluate import ServingModel
 from training.layout import NGRAM, ModelRoot
 from training.ngrams import train_ngram
 from training.presets import preset
-from training.train import HYBRID, export_combinations, hybrid_name, train_variant
+from training.train import HYBRID, ensemble_members, export_combinations, hybrid_name, train_variant
 
 TINY = dict(vocab_size=1500, max_length=32, embedding_dim=12, units=6, epochs=1, batch_size=32,
             train_limit=300, test_limit=100, patience=0)
@@ -48,6 +48,12 @@ def test_a_useless_member_is_dropped():
     useless = np.full((300, 5), 0.2)
     weights, _ = choose_weights([_one_hot_ish(y, 0.95, rng), useless], y)
     assert weights[1] == 0 and weights[0] == 1
+
+
+def test_the_ensemble_pools_the_sentence_member_unless_it_is_off():
+    assert ensemble_members(["rnn", "gru"], preset("default")) == ["rnn", "gru", NGRAM, "sentence"]
+    assert ensemble_members(["rnn", "gru"], preset("quick")) == ["rnn", "gru", NGRAM]
+    assert ensemble_members(["gru"], preset("default", sentence_pieces=0)) == ["gru", NGRAM]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from training.evaluate import ServingModel
 from training.layout import ENSEMBLE, EXTRA_DIR, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, WARMUP_FILE, ModelRoot
+from training.savedmodel import load as load_savedmodel
 
 TEXTS = ["Brazil cocoa harvest improves after rains in Bahia",
          "Crude oil prices rose sharply as OPEC cut output",
@@ -16,7 +17,7 @@ TEXTS = ["Brazil cocoa harvest improves after rains in Bahia",
 
 def test_fixture_root_holds_the_tiny_models(tiny_model_root):
     root = ModelRoot(tiny_model_root)
-    assert root.models() == ["ensemble", "gru", "rnn"]
+    assert root.models() == ["ensemble", "gru", "rnn", "sentence"]
     for model in root.models():
         assert root.versions(model) == [1]
         meta = root.read_metadata(model, 1)
@@ -25,15 +26,15 @@ def test_fixture_root_holds_the_tiny_models(tiny_model_root):
         assert root.read_labels(model, 1) == meta.labels
         assert meta.threshold is not None and 0 <= meta.threshold.coverage <= 1
         assert meta.tensorflow_version == tf.__version__
-    assert root.read_metadata(ENSEMBLE, 1).members == ["rnn/1", "gru/1"]
+    assert root.read_metadata(ENSEMBLE, 1).members == ["rnn/1", "gru/1", "sentence/1"]
     config = (tiny_model_root / "models.config").read_text()
-    for model in ("rnn", "gru", "ensemble"):
+    for model in ("rnn", "gru", "sentence", "ensemble"):
         assert f'name: "{model}"' in config and f'base_path: "/models/{model}"' in config
 
 
-@pytest.mark.parametrize("model", ["rnn", "gru", "ensemble"])
+@pytest.mark.parametrize("model", ["rnn", "gru", "sentence", "ensemble"])
 def test_signature_takes_raw_strings_and_returns_46_probabilities(tiny_model_root, model):
-    loaded = tf.saved_model.load(str(tiny_model_root / model / "1"))
+    loaded = load_savedmodel(tiny_model_root / model / "1")
     signature = loaded.signatures[SIGNATURE_NAME]
     assert list(signature.structured_input_signature[1]) == [INPUT_KEY]
     spec = signature.structured_input_signature[1][INPUT_KEY]
@@ -52,7 +53,7 @@ def test_signature_takes_raw_strings_and_returns_46_probabilities(tiny_model_roo
 def test_ensemble_averages_its_members(tiny_model_root):
     root = ModelRoot(tiny_model_root)
     meta = root.read_metadata(ENSEMBLE, 1)
-    members = [ServingModel(tiny_model_root / m / "1").predict(TEXTS) for m in ("rnn", "gru")]
+    members = [ServingModel(tiny_model_root / m / "1").predict(TEXTS) for m in ("rnn", "gru", "sentence")]
     averaged = np.mean(members, axis=0)
     logits = np.log(np.maximum(averaged, 1e-12)) / meta.temperature
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))

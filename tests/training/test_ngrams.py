@@ -141,7 +141,7 @@ def test_empty_and_unknown_text_give_valid_probabilities(ngram_root):
 def test_saved_model_cli_runs_on_raw_text(ngram_root):
     from tests.training.test_saved_model_cli import ENV, SAVED_MODEL_CLI
     done = subprocess.run(
-        [SAVED_MODEL_CLI, "run", "--dir", str(ngram_root.version_dir(NGRAM, 1)), "--tag_set", "serve",
+        [*SAVED_MODEL_CLI, "run", "--dir", str(ngram_root.version_dir(NGRAM, 1)), "--tag_set", "serve",
          "--signature_def", "serving_default", "--input_exprs", 'text=["Cocoa prices rose in Bahia", ""]'],
         capture_output=True, text=True, timeout=180, env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -34,7 +34,7 @@ def test_tfserving_backend_answers_like_the_embedded_one(prediction_server, gate
         for model in ("rnn", "ensemble"):
             assert answers(over_tfs, model) == answers(embedded, model)
         listed = over_tfs.stub.ListModels(pb.ListModelsRequest(), timeout=10)
-        assert {m.name for m in listed.models} == {"rnn", "gru", "ensemble"} and all(m.ready for m in listed.models)
+        assert {m.name for m in listed.models} == {"rnn", "gru", "sentence", "ensemble"} and all(m.ready for m in listed.models)
         assert over_tfs.http.get("/readyz").status_code == 200
         with pytest.raises(Exception) as info:
             over_tfs.classify_grpc(SAMPLE_TEXTS[:1], model="nosuch")

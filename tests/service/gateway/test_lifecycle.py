@@ -101,7 +101,7 @@ def test_client_cli_in_process(gateway, capsys, tmp_path, monkeypatch, transport
     assert len(json.loads(capsys.readouterr().out)["results"]) == 1
 
     assert client_main(["models", *common]) == 0
-    assert {line.split(":")[0] for line in capsys.readouterr().out.splitlines()} == {"ensemble", "gru", "rnn"}
+    assert {line.split(":")[0] for line in capsys.readouterr().out.splitlines()} == {"ensemble", "gru", "rnn", "sentence"}
 
     assert client_main(["classify", TEXT, "--model", "nosuch", *common]) == 1
     assert "error: NOT_FOUND" in capsys.readouterr().err

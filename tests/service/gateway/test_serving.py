@@ -101,7 +101,8 @@ def test_grpc_health_overall_and_per_model(gateway, clients):
         health.Check(health_pb2.HealthCheckRequest(service="newsclf.v1.Classifier/nosuch"), timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     ready = clients.http.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["models"] == {"ensemble": True, "gru": True, "rnn": True}
+    assert ready.status_code == 200
+    assert ready.json()["models"] == {"ensemble": True, "gru": True, "rnn": True, "sentence": True}
     assert clients.http.get("/healthz").json() == {"status": "ok", "models": {}}
 
 
