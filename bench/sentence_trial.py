@@ -1,7 +1,9 @@
-"""A pretrained sentence encoder as one more ensemble member: does its signal add to today's pool?
+"""A pretrained sentence encoder as one more ensemble member: the trial that chose it.
 
-Every model we serve learns from the 8,982 training stories alone (word2vec and the language
-model read the corpus' unlabelled stories too).  A sentence encoder pretrained on a billion
+Since adopted as the ensemble's ``sentence`` member (training/sentence.py; docs/benchmarks.md);
+the trial stays to reproduce the choice, and ``reference`` writes the embeddings the parity test
+checks the in-graph encoder against.  Before it, every model we served learnt from the 8,982
+training stories alone (word2vec and the language model read the corpus' unlabelled stories too).  A sentence encoder pretrained on a billion
 sentence pairs (sentence-transformers' ``all-MiniLM-L6-v2``, 6 transformer layers, 384
 dimensions) reads text another way.  This trial keeps it frozen: ``embed`` writes each
 reuters46 story's mean-pooled embedding (the first 256 word pieces by default; needs torch and
@@ -18,6 +20,7 @@ ensemble, against that ensemble in one run::
 
     python -m bench.sentence_trial speed --encoder DIR --embeddings runs/sentence/minilm.npz \
         --root runs/all/seed-1
+    python -m bench.sentence_trial reference --encoder DIR    # tests/data/minilm_reference.json
 """
 
 from __future__ import annotations

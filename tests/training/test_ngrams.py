@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.support.saved_model_cli import cli_output, printed_probabilities
 from training.evaluate import ServingModel
 from training.layout import INPUT_KEY, NGRAM, OUTPUT_KEY, SIGNATURE_NAME, ModelRoot
 from training.ngrams import _ABSENT_BIAS, NGramClassifier, _sparse_rows, fit_vocabulary, nb_svm, train_ngram
@@ -139,12 +137,8 @@ def test_empty_and_unknown_text_give_valid_probabilities(ngram_root):
 
 @pytest.mark.integration
 def test_saved_model_cli_runs_on_raw_text(ngram_root):
-    from tests.training.test_saved_model_cli import ENV, SAVED_MODEL_CLI
-    done = subprocess.run(
-        [*SAVED_MODEL_CLI, "run", "--dir", str(ngram_root.version_dir(NGRAM, 1)), "--tag_set", "serve",
-         "--signature_def", "serving_default", "--input_exprs", 'text=["Cocoa prices rose in Bahia", ""]'],
-        capture_output=True, text=True, timeout=180, env=ENV)
-    assert done.returncode == 0, done.stderr[-2000:]
-    numbers = [float(x) for x in re.findall(r"\d\.\d*(?:e[-+]?\d+)?", done.stdout.split("probabilities", 1)[1])]
+    out = cli_output("run", "--dir", str(ngram_root.version_dir(NGRAM, 1)), "--tag_set", "serve",
+                     "--signature_def", "serving_default", "--input_exprs", 'text=["Cocoa prices rose in Bahia", ""]')
+    numbers = printed_probabilities(out)
     assert len(numbers) == 2 * 46
     assert abs(sum(numbers[:46]) - 1) < 1e-3 and abs(sum(numbers[46:]) - 1) < 1e-3
